@@ -1,0 +1,77 @@
+// abusectl db migrate|status: applies sql/ migrations (embedded in the binary) or shows
+// the schema version. Safe to run while policyd instances run (advisory lock).
+#include <iostream>
+
+#include <boost/program_options.hpp>
+#include <fmt/format.h>
+
+#include "abusectl/commands.hpp"
+#include "core/db.hpp"
+
+namespace lupine::abusectl {
+namespace po = boost::program_options;
+
+int cmd_db(const global_options& g, const std::vector<std::string>& args) {
+  po::options_description desc{
+      "Usage: abusectl db migrate|status [--json]\n\n"
+      "  migrate  apply every migration newer than the database's schema version\n"
+      "  status   print the schema version and pending migrations\n\nOptions"};
+  desc.add_options()("help,h", "show this help")("json", "machine-readable output");
+  po::options_description hidden;
+  hidden.add_options()("action", po::value<std::string>());
+  po::positional_options_description pos;
+  pos.add("action", 1);
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+  } catch (const po::error& e) {
+    std::cerr << "abusectl db: " << e.what() << "\n";
+    return exit_usage;
+  }
+  if (vm.count("help") != 0) {
+    std::cout << desc;
+    return exit_ok;
+  }
+  std::string action = vm.count("action") != 0 ? vm["action"].as<std::string>() : "";
+  if (action != "migrate" && action != "status") {
+    std::cerr << "abusectl db: expected migrate or status\n" << desc;
+    return exit_usage;
+  }
+  bool json = vm.count("json") != 0;
+  try {
+    auto s = db_connect(resolve_database(g), "lupine-abusectl");
+    const auto& all_m = embedded_migrations();
+    int newest = all_m.empty() ? 0 : all_m.back().version;
+    if (action == "status") {
+      int v = schema_version(*s);
+      int pending = 0;
+      for (const auto& m : all_m) pending += m.version > v ? 1 : 0;
+      if (json) {
+        std::cout << fmt::format("{{\"schema_version\":{},\"latest\":{},\"pending\":{}}}\n", v, newest, pending);
+      } else {
+        std::cout << fmt::format("schema version {} (this abusectl knows {}); {} pending\n", v, newest, pending);
+      }
+      return exit_ok;
+    }
+    auto rep = migrate(*s, all_m);
+    for (const auto& w : rep.warnings) std::cerr << "abusectl db: warning: " << w << "\n";
+    if (json) {
+      std::string list;
+      for (const auto& a : rep.applied) list += (list.empty() ? "\"" : ",\"") + a + "\"";
+      std::cout << fmt::format("{{\"from\":{},\"to\":{},\"applied\":[{}]}}\n", rep.from_version, rep.to_version, list);
+    } else if (rep.applied.empty()) {
+      std::cout << fmt::format("schema is current (version {})\n", rep.to_version);
+    } else {
+      for (const auto& a : rep.applied) std::cout << "applied " << a << "\n";
+      std::cout << fmt::format("schema version {} -> {}\n", rep.from_version, rep.to_version);
+    }
+    return exit_ok;
+  } catch (const std::exception& e) {
+    std::cerr << "abusectl db: " << e.what() << "\n";
+    return exit_failed;
+  }
+}
+
+}  // namespace lupine::abusectl

@@ -1,0 +1,41 @@
+// The subcommand table and the shared database lookup.
+#include "abusectl/commands.hpp"
+
+#include <cstdlib>
+#include <fstream>
+#include <stdexcept>
+
+#include <boost/program_options.hpp>
+
+namespace lupine::abusectl {
+
+const std::vector<command>& commands() {
+  static const std::vector<command> table{
+      {"db", "database schema: migrate, status", cmd_db},
+  };
+  return table;
+}
+
+std::string resolve_database(const global_options& g) {
+  if (!g.database.empty()) return g.database;
+  if (const char* env = std::getenv("LUPINE_DATABASE"); env != nullptr && env[0] != '\0') return env;
+  std::string file = g.config_file.empty() ? "/etc/lupine/policyd.conf" : g.config_file;
+  std::ifstream in{file};
+  if (in) {
+    namespace po = boost::program_options;
+    po::options_description d;
+    d.add_options()("database", po::value<std::string>());
+    // The policyd file holds many other keys: only `database` matters here.
+    auto parsed = po::parse_config_file(in, d, true);
+    po::variables_map vm;
+    po::store(parsed, vm);
+    if (vm.count("database") != 0 && !vm["database"].as<std::string>().empty()) {
+      return vm["database"].as<std::string>();
+    }
+  } else if (!g.config_file.empty()) {
+    throw std::runtime_error{"cannot open " + g.config_file};
+  }
+  throw std::runtime_error{"no database: give -d DSN, set LUPINE_DATABASE, or put `database = ...` in " + file};
+}
+
+}  // namespace lupine::abusectl

@@ -1,0 +1,33 @@
+// abusectl's subcommand table (rspamadm style): {name, summary, run}. Each command parses
+// its own options and has its own --help. Exit codes: 0 ok, 1 not found / refused /
+// failed, 2 usage.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace lupine::abusectl {
+
+struct global_options {
+  std::string database;     // -d, or LUPINE_DATABASE, or `database` in the -c file
+  std::string config_file;  // -c
+};
+
+struct command {
+  const char* name;
+  const char* summary;
+  int (*run)(const global_options& g, const std::vector<std::string>& args);
+};
+
+const std::vector<command>& commands();
+
+int cmd_db(const global_options& g, const std::vector<std::string>& args);
+
+constexpr int exit_ok = 0;
+constexpr int exit_failed = 1;
+constexpr int exit_usage = 2;
+
+// The DSN from -d, LUPINE_DATABASE or the config file; throws std::runtime_error if none.
+std::string resolve_database(const global_options& g);
+
+}  // namespace lupine::abusectl

@@ -1,0 +1,21 @@
+# lupine_warnings(tgt): our warning set, on our targets only (never CMAKE_CXX_FLAGS).
+function(lupine_warnings tgt)
+  target_compile_options(${tgt} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wconversion
+    -Wold-style-cast -Wnon-virtual-dtor)
+  if(LUPINE_WERROR)
+    target_compile_options(${tgt} PRIVATE -Werror)
+  endif()
+endfunction()
+
+# lupine_sanitize(tgt): the same -fsanitize= on compile and link.
+function(lupine_sanitize tgt)
+  if(LUPINE_SANITIZE)
+    target_compile_options(${tgt} PRIVATE -fsanitize=${LUPINE_SANITIZE} -fno-omit-frame-pointer)
+    target_link_options(${tgt} PRIVATE -fsanitize=${LUPINE_SANITIZE})
+  endif()
+endfunction()
+
+function(lupine_target tgt)
+  lupine_warnings(${tgt})
+  lupine_sanitize(${tgt})
+endfunction()

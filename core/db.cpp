@@ -1,0 +1,221 @@
+// Database pool and migrations; see db.hpp. The only core file that includes pqxx.
+#include "core/db.hpp"
+
+#include <chrono>
+#include <cstdlib>
+#include <stdexcept>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "core/db_session.hpp"
+#include "core/log.hpp"
+
+namespace lupine {
+
+namespace {
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnon-virtual-dtor"  // Boost declares the base this way
+class lupine_error_category final : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "lupine"; }
+  std::string message(int ev) const override {
+    switch (static_cast<errc>(ev)) {
+      case errc::ok: return "ok";
+      case errc::db_unavailable: return "database unavailable";
+      case errc::db_error: return "database error";
+      case errc::db_busy: return "too many database jobs in flight";
+      case errc::timed_out: return "timed out";
+      case errc::shutting_down: return "shutting down";
+    }
+    return "unknown error";
+  }
+};
+#pragma GCC diagnostic pop
+
+// Per pool thread: its connection and when it last failed to connect.
+struct thread_state {
+  std::unique_ptr<db_session> session;
+  std::chrono::steady_clock::time_point last_failure{};
+  bool failed_once = false;
+};
+thread_local thread_state t_state;
+
+std::uint64_t fnv1a(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+// Advisory lock key for migrations: any constant shared by all instances.
+constexpr long long migrate_lock_key = 0x4c7570696e65;  // "Lupine"
+
+}  // namespace
+
+const boost::system::error_category& lupine_category() noexcept {
+  static const lupine_error_category cat;
+  return cat;
+}
+
+db_pool::db_pool(db_options opts) : opts_{std::move(opts)}, pool_{opts_.threads} {
+  // libpq reads this when the DSN has no connect_timeout: a dead server must not hold a
+  // pool thread for minutes.
+  ::setenv("PGCONNECT_TIMEOUT", "5", 0);
+}
+
+db_pool::~db_pool() { stop(); }
+
+void db_pool::stop() {
+  if (stopped_.exchange(true)) return;
+  pool_.join();
+}
+
+db_session* db_pool::session() {
+  auto& st = t_state;
+  if (st.session && st.session->conn.is_open()) return st.session.get();
+  st.session.reset();
+  auto now = std::chrono::steady_clock::now();
+  if (st.failed_once && now - st.last_failure < opts_.reconnect_interval) return nullptr;
+  try {
+    auto s = std::make_unique<db_session>(opts_.dsn);
+    pqxx::nontransaction tx{s->conn};
+    tx.exec(fmt::format("SET statement_timeout = {}; SET application_name = {}",
+                        opts_.statement_timeout.count(), tx.quote(opts_.application_name)));
+    st.session = std::move(s);
+    if (st.failed_once) log(log_level::info, "db_reconnected", "");
+    st.failed_once = false;
+    return st.session.get();
+  } catch (const std::exception& e) {
+    if (!st.failed_once) log(log_level::error, "db_connect_failed", "{}", kv("error", e.what()));
+    st.failed_once = true;
+    st.last_failure = now;
+    return nullptr;
+  }
+}
+
+void db_pool::post_job(std::function<void(db_session&)> body,
+                       std::function<void(boost::system::error_code)> done) {
+  if (stopped_.load()) {
+    done(make_error_code(errc::shutting_down));
+    return;
+  }
+  boost::asio::post(pool_, [this, body = std::move(body), done = std::move(done)]() {
+    db_session* s = session();
+    if (s == nullptr) {
+      done(make_error_code(errc::db_unavailable));
+      return;
+    }
+    boost::system::error_code ec;
+    try {
+      body(*s);
+    } catch (const pqxx::broken_connection& e) {
+      log(log_level::error, "db_connection_lost", "{}", kv("error", e.what()));
+      t_state.session.reset();
+      ec = make_error_code(errc::db_unavailable);
+    } catch (const pqxx::sql_error& e) {
+      log(log_level::error, "db_statement_failed", "{} {}", kv("error", e.what()),
+          kv("sqlstate", e.sqlstate()));
+      ec = make_error_code(errc::db_error);
+      if (!s->conn.is_open()) t_state.session.reset();
+    } catch (const std::exception& e) {
+      log(log_level::error, "db_job_failed", "{}", kv("error", e.what()));
+      ec = make_error_code(errc::db_error);
+      if (!s->conn.is_open()) t_state.session.reset();
+    }
+    done(ec);
+  });
+}
+
+std::unique_ptr<db_session, void (*)(db_session*)> db_connect(const std::string& dsn,
+                                                              const std::string& application_name) {
+  ::setenv("PGCONNECT_TIMEOUT", "10", 0);
+  try {
+    auto* s = new db_session{dsn};  // NOLINT: owned by the unique_ptr below at once
+    std::unique_ptr<db_session, void (*)(db_session*)> owned{s, [](db_session* p) { delete p; }};
+    pqxx::nontransaction tx{owned->conn};
+    tx.exec("SET application_name = " + tx.quote(application_name));
+    return owned;
+  } catch (const pqxx::broken_connection& e) {
+    std::string msg = e.what();
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    throw std::runtime_error{fmt::format("cannot connect to the database ({}): {}", dsn, msg)};
+  }
+}
+
+int schema_version(db_session& s) {
+  pqxx::nontransaction tx{s.conn};
+  auto exists = tx.exec1("SELECT to_regclass('schema_migrations') IS NOT NULL")[0].as<bool>();
+  if (!exists) return 0;
+  return tx.exec1("SELECT coalesce(max(version), 0) FROM schema_migrations")[0].as<int>();
+}
+
+migrate_report migrate(db_session& s, const std::vector<migration>& all) {
+  migrate_report rep;
+  {
+    pqxx::nontransaction tx{s.conn};
+    tx.exec("SELECT pg_advisory_lock(" + std::to_string(migrate_lock_key) + ")");
+  }
+  struct unlock {
+    db_session& s;
+    ~unlock() {
+      try {
+        pqxx::nontransaction tx{s.conn};
+        tx.exec("SELECT pg_advisory_unlock(" + std::to_string(migrate_lock_key) + ")");
+      } catch (const std::exception&) {
+        // The lock dies with the session anyway.
+      }
+    }
+  } guard{s};
+  {
+    pqxx::work tx{s.conn};
+    tx.exec(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())");
+    tx.commit();
+  }
+  std::map<int, std::pair<std::string, std::string>> applied;
+  {
+    pqxx::nontransaction tx{s.conn};
+    for (const auto& row : tx.exec("SELECT version, name, checksum FROM schema_migrations")) {
+      applied[row[0].as<int>()] = {row[1].as<std::string>(), row[2].as<std::string>()};
+    }
+  }
+  rep.from_version = applied.empty() ? 0 : applied.rbegin()->first;
+  int newest_known = all.empty() ? 0 : all.back().version;
+  if (rep.from_version > newest_known) {
+    rep.warnings.push_back(fmt::format(
+        "database schema version {} is newer than this program knows ({}); upgrade it",
+        rep.from_version, newest_known));
+  }
+  for (const auto& m : all) {
+    auto sum = fmt::format("{:016x}", fnv1a(m.sql));
+    if (auto it = applied.find(m.version); it != applied.end()) {
+      if (it->second.second != sum) {
+        rep.warnings.push_back(fmt::format(
+            "{} was changed after it was applied; shipped migrations must never be edited", m.name));
+      }
+      continue;
+    }
+    try {
+      pqxx::work tx{s.conn};
+      tx.exec(m.sql);
+      tx.exec_params("INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                     m.version, m.name, sum);
+      tx.commit();
+    } catch (const pqxx::sql_error& e) {
+      std::string msg = e.what();
+      while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+      throw std::runtime_error{fmt::format("migration {} failed, rolled back: {}", m.name, msg)};
+    }
+    rep.applied.push_back(m.name);
+  }
+  rep.to_version = std::max(rep.from_version, newest_known);
+  return rep;
+}
+
+}  // namespace lupine

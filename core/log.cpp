@@ -1,0 +1,110 @@
+// Structured logging; see log.hpp.
+#include "core/log.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+
+namespace lupine {
+namespace {
+
+std::atomic<int> g_level{static_cast<int>(log_level::info)};
+std::atomic<log_sink> g_sink{nullptr};
+
+bool under_journal() {
+  static const bool yes = std::getenv("JOURNAL_STREAM") != nullptr;
+  return yes;
+}
+
+std::string_view level_name(log_level lvl) {
+  switch (lvl) {
+    case log_level::error: return "error";
+    case log_level::warning: return "warning";
+    case log_level::info: return "info";
+    case log_level::debug: return "debug";
+  }
+  return "info";
+}
+
+}  // namespace
+
+void set_log_level(log_level lvl) { g_level = static_cast<int>(lvl); }
+log_level current_log_level() { return static_cast<log_level>(g_level.load()); }
+void set_log_sink(log_sink sink) { g_sink = sink; }
+
+void vlog(log_level lvl, std::string_view event, fmt::string_view f, fmt::format_args args) {
+  fmt::memory_buffer buf;
+  if (under_journal()) {
+    fmt::format_to(std::back_inserter(buf), "<{}>", static_cast<int>(lvl));
+  } else {
+    auto now = std::chrono::system_clock::now();
+    auto t = std::chrono::system_clock::to_time_t(now);
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    fmt::format_to(std::back_inserter(buf), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {} ",
+                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                   ms, level_name(lvl));
+  }
+  buf.append(event);
+  if (f.size() != 0) {
+    buf.push_back(' ');
+    fmt::vformat_to(std::back_inserter(buf), f, args);
+  }
+  if (auto sink = g_sink.load(); sink != nullptr) {
+    sink(lvl, std::string_view{buf.data(), buf.size()});
+    return;
+  }
+  buf.push_back('\n');
+  // One write per line so lines from the db threads never interleave.
+  const char* p = buf.data();
+  size_t left = buf.size();
+  while (left > 0) {
+    ssize_t n = ::write(STDERR_FILENO, p, left);
+    if (n <= 0) break;
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+std::string log_quote(std::string_view v) {
+  bool plain = !v.empty();
+  for (unsigned char c : v) {
+    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return std::string{v};
+  std::string out;
+  out.reserve(v.size() + 2);
+  out.push_back('"');
+  for (unsigned char c : v) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < ' ' || c == 0x7f) {
+          out += fmt::format("\\x{:02x}", c);
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+std::string kv(std::string_view key, std::string_view value) {
+  std::string out{key};
+  out.push_back('=');
+  out += log_quote(value);
+  return out;
+}
+
+}  // namespace lupine

@@ -1,0 +1,43 @@
+// Structured logging: one logfmt line per event on stderr.
+//
+// Lines read `event key=value ...`. Under systemd (JOURNAL_STREAM set) each line starts
+// with the sd-daemon priority prefix `<N>` and journald adds the time; on a terminal the
+// line starts with an ISO time and the level. Values that come from the network must go
+// through kv() so that a client cannot forge a line (quotes, newlines, `=` are escaped).
+// Thread-safe: one write(2) per line. Never log secrets.
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <string_view>
+
+#include <fmt/format.h>
+
+namespace lupine {
+
+enum class log_level { error = 3, warning = 4, info = 6, debug = 7 };
+
+// Lines above this level are dropped. Default info; each -v raises it to debug.
+void set_log_level(log_level lvl);
+log_level current_log_level();
+
+// A sink for tests: when set, lines go here instead of stderr.
+using log_sink = void (*)(log_level, std::string_view line);
+void set_log_sink(log_sink sink);
+
+void vlog(log_level lvl, std::string_view event, fmt::string_view fmt, fmt::format_args args);
+
+template <typename... Args>
+void log(log_level lvl, std::string_view event, fmt::format_string<Args...> f, Args&&... args) {
+  if (static_cast<int>(lvl) > static_cast<int>(current_log_level())) return;
+  vlog(lvl, event, f, fmt::make_format_args(args...));
+}
+
+// Quote a value for logfmt: bare when it is a plain token, otherwise in double quotes
+// with `"`, `\` and control characters escaped. Empty values become "".
+std::string log_quote(std::string_view v);
+
+// key=value with the value quoted as needed.
+std::string kv(std::string_view key, std::string_view value);
+
+}  // namespace lupine

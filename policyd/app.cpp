@@ -1,0 +1,174 @@
+// policyd's command line: -c FILE, -o key=value (repeatable), --check-config,
+// --print-config, -v, --help, --version. Start-up: load and validate the configuration,
+// connect, migrate (db.migrate), load allow-lists, bind, serve.
+#include "policyd/app.hpp"
+
+#include <filesystem>
+#include <iostream>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/program_options.hpp>
+#include <fmt/format.h>
+
+#include "core/db.hpp"
+#include "core/db_session.hpp"
+#include "core/log.hpp"
+#include "policyd/config.hpp"
+#include "policyd/server.hpp"
+#include "policyd/store.hpp"
+
+namespace lupine::policyd {
+namespace po = boost::program_options;
+
+namespace {
+
+constexpr int ex_usage = 2;
+constexpr int ex_config = 78;
+constexpr const char* default_config = "/etc/lupine/policyd.conf";
+
+void print_config(const raw_options& effective) {
+  for (const auto& spec : policyd_options()) {
+    auto it = effective.find(spec.key);
+    std::vector<std::string> vals = it == effective.end() ? std::vector<std::string>{} : it->second;
+    if (vals.empty()) vals.push_back("");
+    for (const auto& v : vals) {
+      std::cout << spec.key << " = " << (spec.secret && !v.empty() ? "********" : v) << "\n";
+    }
+  }
+}
+
+}  // namespace
+
+int app_main(int argc, char** argv) {
+  po::options_description desc{
+      "Usage: policyd [-c FILE] [-o key=value]... [--check-config | --print-config]\n\n"
+      "Lupine policy server for Postfix check_policy_service (greylisting on PostgreSQL).\n"
+      "Keys are documented in docs/config.md; `policyd --help-keys` lists them with defaults.\n\n"
+      "Options"};
+  std::string config_file;
+  std::vector<std::string> overrides;
+  desc.add_options()("help,h", "show this help and exit")("version", "print the version and exit")(
+      "config,c", po::value(&config_file), "configuration file (default /etc/lupine/policyd.conf if it exists)")(
+      "override,o", po::value(&overrides)->composing(), "set a key, overriding the file: -o greylist.delay=60s")(
+      "check-config", "validate the configuration (and allow-list files) and exit: 0 ok, 78 not")(
+      "print-config", "print every key's effective value (secrets masked) and exit")(
+      "help-keys", "list every key with its default and meaning, and exit")(
+      "verbose,v", "more detail in the log (debug)");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "policyd: " << e.what() << "\n" << "Try 'policyd --help'.\n";
+    return ex_usage;
+  }
+  if (vm.count("help") != 0) {
+    std::cout << desc << "\nExit codes: 0 ok, 1 runtime failure, 2 usage, 78 configuration error.\n";
+    return 0;
+  }
+  if (vm.count("version") != 0) {
+    std::cout << "policyd (lupine) 0.1.0\n";
+    return 0;
+  }
+  if (vm.count("help-keys") != 0) {
+    for (const auto& s : policyd_options()) {
+      std::cout << s.key << " = " << s.default_value << (s.multi ? "   (several allowed)" : "") << "\n    "
+                << s.help << "\n";
+    }
+    return 0;
+  }
+  if (vm.count("verbose") != 0) set_log_level(log_level::debug);
+
+  policyd_config cfg;
+  raw_options effective;
+  try {
+    auto keys = option_keys(policyd_options());
+    auto cli = parse_overrides(overrides, keys);
+    raw_options file;
+    std::string source = "-o";
+    if (!config_file.empty()) {
+      file = read_config_file(config_file, keys);
+      source = config_file;
+    } else if (std::filesystem::exists(default_config)) {
+      file = read_config_file(default_config, keys);
+      source = default_config;
+    }
+    cfg = apply_options(policyd_options(), source, file, cli, &effective);
+    if (auto problems = validate(cfg); !problems.empty()) throw config_error{problems};
+    std::vector<std::string> list_problems;
+    build_allowlist(cfg, {}, list_problems);
+    if (!list_problems.empty()) {
+      std::string all;
+      for (const auto& p : list_problems) all += (all.empty() ? "" : "\n") + p;
+      throw config_error{all};
+    }
+  } catch (const config_error& e) {
+    std::cerr << "policyd: configuration error:\n" << e.what() << "\n";
+    return ex_config;
+  }
+  if (vm.count("check-config") != 0) {
+    std::cout << "policyd: configuration OK\n";
+    return 0;
+  }
+  if (vm.count("print-config") != 0) {
+    print_config(effective);
+    return 0;
+  }
+
+  // Start-up work that may block runs here, before the loop exists.
+  std::vector<std::pair<std::string, std::string>> db_rows;
+  try {
+    auto s = db_connect(cfg.database, "lupine-policyd");
+    if (cfg.db_migrate) {
+      auto rep = migrate(*s, embedded_migrations());
+      for (const auto& w : rep.warnings) log(log_level::warning, "schema", "{}", kv("problem", w));
+      for (const auto& a : rep.applied) log(log_level::info, "migration_applied", "{}", kv("file", a));
+    } else {
+      int have = schema_version(*s);
+      int want = embedded_migrations().empty() ? 0 : embedded_migrations().back().version;
+      if (have < want) {
+        std::cerr << fmt::format("policyd: database schema is at version {}, this policyd needs {}: "
+                                 "run `abusectl db migrate` or set db.migrate = yes\n",
+                                 have, want);
+        return 1;
+      }
+    }
+    if (cfg.allowlist_database) db_rows = load_allowlist_rows(*s);
+  } catch (const std::exception& e) {
+    std::cerr << "policyd: " << e.what() << "\n";
+    return 1;
+  }
+
+  boost::asio::io_context io{1};
+  db_pool db{db_options{cfg.database, cfg.db_threads, cfg.db_max_inflight, cfg.db_statement_timeout,
+                        std::chrono::milliseconds{1000}, "lupine-policyd"}};
+  server srv{io, cfg, db};
+  std::vector<std::string> problems;
+  auto lists = build_allowlist(cfg, db_rows, problems);
+  for (const auto& p : problems) log(log_level::warning, "allowlist_entry_skipped", "{}", kv("problem", p));
+  srv.allowlists().set(lists);
+  try {
+    srv.bind();
+  } catch (const config_error& e) {
+    std::cerr << "policyd: " << e.what() << "\n";
+    return ex_config;
+  }
+  int rc = 0;
+  boost::asio::co_spawn(io, srv.run(), [&](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& err) {
+        log(log_level::error, "fatal", "{}", kv("error", err.what()));
+      }
+      rc = 1;
+    }
+    io.stop();
+  });
+  io.run();
+  db.stop();
+  return rc;
+}
+
+}  // namespace lupine::policyd

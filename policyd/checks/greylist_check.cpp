@@ -1,0 +1,130 @@
+// Greylisting check; see greylist_check.hpp.
+#include "policyd/checks/greylist_check.hpp"
+
+#include <ctime>
+
+#include <fmt/format.h>
+
+#include "policyd/net.hpp"
+
+namespace lupine::policyd {
+
+namespace {
+constexpr std::size_t max_recent_instances = 4096;
+}
+
+std::string rfc5322_date(sys_time t) {
+  std::time_t secs = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  return buf;
+}
+
+greylist_check::greylist_check(const policyd_config& cfg, db_pool& db) : cfg_{cfg}, db_{db} {
+  params_.triplet = cfg.greylist;
+  params_.awl_clients = cfg.greylist_awl_clients;
+  params_.awl_max_age = cfg.greylist_awl_max_age;
+  params_.awl_count_interval = cfg.greylist_awl_count_interval;
+}
+
+std::string greylist_check::defer_action(std::chrono::seconds wait, std::string_view recipient) const {
+  std::string text;
+  const auto& tmpl = cfg_.greylist_text;
+  for (std::size_t i = 0; i < tmpl.size(); ++i) {
+    if (tmpl[i] == '%' && i + 1 < tmpl.size()) {
+      char k = tmpl[i + 1];
+      if (k == 's') {
+        text += std::to_string(wait.count());
+        ++i;
+        continue;
+      }
+      if (k == 'r') {
+        auto at = recipient.rfind('@');
+        text += at == std::string_view::npos ? std::string_view{} : recipient.substr(at + 1);
+        ++i;
+        continue;
+      }
+      if (k == '%') {
+        text += '%';
+        ++i;
+        continue;
+      }
+    }
+    text += tmpl[i];
+  }
+  return fmt::format("{} 4.7.1 {}", cfg_.greylist_action, text);
+}
+
+bool greylist_check::first_header_for(std::string_view instance) {
+  if (instance.empty()) return true;
+  std::string key{instance};
+  if (recent_set_.count(key) != 0) return false;
+  recent_instances_.push_back(key);
+  recent_set_.insert(std::move(key));
+  if (recent_instances_.size() > max_recent_instances) {
+    recent_set_.erase(recent_instances_.front());
+    recent_instances_.pop_front();
+  }
+  return true;
+}
+
+boost::asio::awaitable<check_result> greylist_check::evaluate(const request_context& ctx) {
+  check_result r;
+  const auto& req = ctx.req;
+  // Greylisting answers RCPT only: VRFY is not a delivery attempt, and DATA or
+  // END-OF-MESSAGE come after the recipients were already judged.
+  if (!cfg_.greylist_enable || req.get("protocol_state") != "RCPT") co_return r;
+  if (!req.get("sasl_username").empty()) co_return r;  // authenticated: never greylisted
+  auto addr = parse_ip(req.get("client_address"));
+  if (!addr) {
+    r.reason = "greylist_skipped";
+    r.detail = "no client address";
+    co_return r;
+  }
+  greylist_key key;
+  key.client_net = group_network(*addr, cfg_.greylist_ipv4_prefix, cfg_.greylist_ipv6_prefix).to_string();
+  key.client_addr = addr->to_string();
+  key.recipient = normalize_recipient(req.get("recipient"));
+  key.sender = normalize_sender(req.get("sender"), key.recipient);
+  auto now = ctx.now;
+  auto params = params_;
+  std::function<greylist_answer(db_session&)> job = [key, now, params](db_session& s) {
+    return greylist_transact(s, key, now, params);
+  };
+  auto answer = co_await db_.run<greylist_answer>(std::move(job), ctx.deadline);
+  if (!answer) {
+    r.degraded = true;
+    r.reason = "degraded:greylist";
+    r.detail = answer.error().message();
+    if (cfg_.greylist_on_db_error == "defer") {
+      r.v = verdict::defer;
+      r.action = "451 4.3.0 Temporary greylisting failure, please try again later";
+    }
+    co_return r;
+  }
+  if (answer->auto_allowed) {
+    r.reason = "greylist_awl";
+    co_return r;
+  }
+  const auto& step = answer->step;
+  r.reason = std::string{to_string(step.outcome)};
+  if (step.deferred()) {
+    r.v = cfg_.greylist_action == "DEFER_IF_PERMIT" ? verdict::defer_if_permit : verdict::defer;
+    r.action = defer_action(step.wait, key.recipient);
+    r.detail = fmt::format("wait={}s", step.wait.count());
+    co_return r;
+  }
+  if (step.outcome == greylist_outcome::passed_now) {
+    r.detail = fmt::format("delayed={}s", step.delayed.count());
+    if (cfg_.greylist_prepend && first_header_for(req.get("instance"))) {
+      r.v = verdict::prepend;
+      r.header = fmt::format("{}: delayed {} seconds by lupine-policyd at {}; {}", cfg_.greylist_header,
+                             step.delayed.count(), cfg_.name, rfc5322_date(now));
+    }
+  }
+  co_return r;
+}
+
+}  // namespace lupine::policyd

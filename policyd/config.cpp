@@ -1,0 +1,300 @@
+// policyd's key table; docs/config.md documents every key listed here (a test checks).
+#include "policyd/config.hpp"
+
+#include <unistd.h>
+
+#include <charconv>
+
+#include <fmt/format.h>
+
+#include "policyd/net.hpp"
+
+namespace lupine::policyd {
+namespace {
+
+using cfg = policyd_config;
+using spec = option_spec<cfg>;
+using values = std::vector<std::string>;
+using std::chrono::hours;
+using std::chrono::seconds;
+
+const std::string& one(const values& v) {
+  static const std::string empty;
+  return v.empty() ? empty : v.back();
+}
+
+std::string hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "policyd";
+  return buf;
+}
+
+// Splits multi values on commas and spaces too ("listen = inet:a:1, unix:/x").
+values split_list(const values& in) {
+  values out;
+  for (const auto& v : in) {
+    std::string cur;
+    for (char c : v) {
+      if (c == ',' || c == ' ' || c == '\t') {
+        if (!cur.empty()) out.push_back(cur);
+        cur.clear();
+      } else {
+        cur.push_back(c);
+      }
+    }
+    if (!cur.empty()) out.push_back(cur);
+  }
+  return out;
+}
+
+spec dur(std::string key, std::string def, std::string help, milliseconds cfg::*m, milliseconds min,
+         milliseconds max) {
+  return {std::move(key), std::move(def), std::move(help), false, false,
+          [m, min, max](cfg& c, const values& v) { return set_duration(c.*m, one(v), min, max); }};
+}
+
+spec num(std::string key, std::string def, std::string help, unsigned cfg::*m, unsigned min, unsigned max) {
+  return {std::move(key), std::move(def), std::move(help), false, false,
+          [m, min, max](cfg& c, const values& v) { return set_uint(c.*m, one(v), min, max); }};
+}
+
+spec flag(std::string key, std::string def, std::string help, bool cfg::*m) {
+  return {std::move(key), std::move(def), std::move(help), false, false,
+          [m](cfg& c, const values& v) { return set_bool(c.*m, one(v)); }};
+}
+
+spec files(std::string key, std::string help, std::vector<std::string> cfg::*m) {
+  return {std::move(key), "", std::move(help), true, false, [m](cfg& c, const values& v) {
+            c.*m = split_list(v);
+            return std::string{};
+          }};
+}
+
+std::vector<spec> make_table() {
+  std::vector<spec> t;
+  t.push_back({"name", "", "Instance name written to logs and the event log (default: the host name).", false,
+               false, [](cfg& c, const values& v) {
+                 c.name = one(v).empty() ? hostname() : one(v);
+                 return std::string{};
+               }});
+  t.push_back({"listen", "inet:127.0.0.1:10031",
+               "Where to listen: inet:HOST:PORT (IPv4, [IPv6] or * for all) or unix:PATH; several allowed.",
+               true, false, [](cfg& c, const values& v) {
+                 c.listen.clear();
+                 auto items = split_list(v);
+                 if (items.empty()) return std::string{"at least one endpoint is required"};
+                 for (const auto& item : items) {
+                   listen_endpoint e;
+                   if (auto err = parse_listen(item, e); !err.empty()) return err;
+                   c.listen.push_back(e);
+                 }
+                 return std::string{};
+               }});
+  t.push_back({"database", "",
+               "libpq connection string (\"host=/run/postgresql dbname=lupine\") or URI; required.", false,
+               true, [](cfg& c, const values& v) {
+                 c.database = one(v);
+                 return std::string{};
+               }});
+  t.push_back(num("db.threads", "4", "Database worker threads, each with its own connection.",
+                  &cfg::db_threads, 1, 64));
+  t.push_back(num("db.max_inflight", "512",
+                  "Database jobs in flight at most; beyond it requests are decided degraded, not queued.",
+                  &cfg::db_max_inflight, 1, 100000));
+  t.push_back(dur("db.statement_timeout", "2s", "PostgreSQL statement_timeout for policyd's connections.",
+                  &cfg::db_statement_timeout, milliseconds{10}, hours{1}));
+  t.push_back(flag("db.migrate", "yes", "Apply pending migrations from sql/ at start.", &cfg::db_migrate));
+  t.push_back(num("server.max_connections", "1000",
+                  "Concurrent client connections at most; more are closed at once with a log line.",
+                  &cfg::max_connections, 1, 1000000));
+  t.push_back(dur("server.idle_timeout", "330s",
+                  "Close a connection idle between requests this long (keep above Postfix's "
+                  "smtpd_policy_service_max_idle, 300s).",
+                  &cfg::idle_timeout, milliseconds{100}, hours{24}));
+  t.push_back(dur("server.request_timeout", "10s",
+                  "Close a connection that started a request but did not finish it within this time.",
+                  &cfg::request_timeout, milliseconds{100}, hours{1}));
+  t.push_back(dur("server.shutdown_grace", "10s",
+                  "On SIGTERM, how long in-flight requests and the event-log flush may take.",
+                  &cfg::shutdown_grace, milliseconds{0}, hours{1}));
+  t.push_back({"server.unix_socket_mode", "0660", "Permissions of unix: sockets (octal).", false, false,
+               [](cfg& c, const values& v) {
+                 unsigned m = 0;
+                 const auto& s = one(v);
+                 auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), m, 8);
+                 if (ec != std::errc{} || p != s.data() + s.size() || s.empty() || m > 0777) {
+                   return std::string{"expected an octal mode such as 0660"};
+                 }
+                 c.unix_socket_mode = m;
+                 return std::string{};
+               }});
+  t.push_back({"protocol.max_line_bytes", "4096", "Longest accepted request line; longer closes the connection.",
+               false, false, [](cfg& c, const values& v) {
+                 std::uint64_t n = 0;
+                 auto e = set_uint(n, one(v), 64, 1 << 20);
+                 c.limits.max_line_bytes = n;
+                 return e;
+               }});
+  t.push_back({"protocol.max_attributes", "100", "Most attributes in one request (Postfix 3.7 sends about 30).",
+               false, false, [](cfg& c, const values& v) {
+                 std::uint64_t n = 0;
+                 auto e = set_uint(n, one(v), 8, 100000);
+                 c.limits.max_attributes = n;
+                 return e;
+               }});
+  t.push_back({"protocol.max_request_bytes", "32768", "Largest accepted request.", false, false,
+               [](cfg& c, const values& v) {
+                 std::uint64_t n = 0;
+                 auto e = set_uint(n, one(v), 256, 16 << 20);
+                 c.limits.max_request_bytes = n;
+                 return e;
+               }});
+  t.push_back(dur("policy.request_budget", "5s",
+                  "Time one decision may take in all (far below Postfix's smtpd_policy_service_timeout, 100s); "
+                  "a check still waiting then is decided degraded.",
+                  &cfg::request_budget, milliseconds{10}, seconds{90}));
+  t.push_back(flag("greylist.enable", "yes", "Greylist unknown (client network, sender, recipient) triplets.",
+                   &cfg::greylist_enable));
+  t.push_back({"greylist.delay", "300s", "How long a new triplet is deferred.", false, false,
+               [](cfg& c, const values& v) {
+                 return set_duration(c.greylist.delay, one(v), milliseconds{0}, hours{24});
+               }});
+  t.push_back({"greylist.retry_window", "2d",
+               "A retry must come within this time after the first attempt, or greylisting starts over.", false,
+               false, [](cfg& c, const values& v) {
+                 return set_duration(c.greylist.retry_window, one(v), seconds{1}, hours{24 * 30});
+               }});
+  t.push_back({"greylist.max_age", "35d", "Passed triplets not seen for this long are forgotten.", false, false,
+               [](cfg& c, const values& v) {
+                 return set_duration(c.greylist.max_age, one(v), seconds{1}, hours{24 * 3650});
+               }});
+  t.push_back(num("greylist.ipv4_prefix", "24", "IPv4 clients are grouped by this prefix length.",
+                  &cfg::greylist_ipv4_prefix, 8, 32));
+  t.push_back(num("greylist.ipv6_prefix", "64", "IPv6 clients are grouped by this prefix length.",
+                  &cfg::greylist_ipv6_prefix, 16, 128));
+  t.push_back(num("greylist.awl_clients", "5",
+                  "A client address that passed greylisting this many times skips it (0 disables).",
+                  &cfg::greylist_awl_clients, 0, 1000000));
+  t.push_back(dur("greylist.awl_max_age", "35d", "An auto-allow-listed client not seen this long loses it.",
+                  &cfg::greylist_awl_max_age, seconds{1}, hours{24 * 3650}));
+  t.push_back(dur("greylist.awl_count_interval", "1h",
+                  "Passes of one client are counted at most once per this interval (postgrey: hourly).",
+                  &cfg::greylist_awl_count_interval, milliseconds{0}, hours{24 * 30}));
+  t.push_back({"greylist.action", "DEFER_IF_PERMIT",
+               "Reply for a greylisted triplet: DEFER_IF_PERMIT (a later REJECT still wins) or DEFER, or a code "
+               "450/451.",
+               false, false, [](cfg& c, const values& v) {
+                 return set_choice(c.greylist_action, one(v), {"DEFER_IF_PERMIT", "DEFER", "450", "451"});
+               }});
+  t.push_back({"greylist.text", "Greylisted, retry in %s seconds",
+               "Reply text after the 4.7.1 status; %s = seconds to wait, %r = recipient domain.", false, false,
+               [](cfg& c, const values& v) {
+                 c.greylist_text = one(v);
+                 for (char ch : c.greylist_text) {
+                   if (static_cast<unsigned char>(ch) < ' ') return std::string{"control characters not allowed"};
+                 }
+                 return c.greylist_text.empty() ? std::string{"must not be empty"} : std::string{};
+               }});
+  t.push_back(flag("greylist.prepend_header", "yes",
+                   "On the first pass of a delayed message, prepend a header saying how long it was delayed.",
+                   &cfg::greylist_prepend));
+  t.push_back({"greylist.header", "X-Greylist", "Name of that header.", false, false, [](cfg& c, const values& v) {
+                 c.greylist_header = one(v);
+                 for (char ch : c.greylist_header) {
+                   if (ch <= ' ' || ch == ':' || static_cast<unsigned char>(ch) >= 0x7f) {
+                     return std::string{"expected a header field name"};
+                   }
+                 }
+                 return c.greylist_header.empty() ? std::string{"must not be empty"} : std::string{};
+               }});
+  t.push_back({"greylist.on_db_error", "dunno",
+               "When the database cannot answer in time: dunno (fail open, let mail through) or defer (451).",
+               false, false, [](cfg& c, const values& v) {
+                 return set_choice(c.greylist_on_db_error, one(v), {"dunno", "defer"});
+               }});
+  t.push_back(files("allowlist.client_files",
+                    "postgrey whitelist_clients-style files: address, CIDR, partial IPv4, hostname suffix, /regex/.",
+                    &cfg::allowlist_client_files));
+  t.push_back(files("allowlist.recipient_files",
+                    "postgrey whitelist_recipients-style files: address, user@, domain, /regex/.",
+                    &cfg::allowlist_recipient_files));
+  t.push_back(files("allowlist.sender_files", "Sender allow-list files, same syntax as recipient files.",
+                    &cfg::allowlist_sender_files));
+  t.push_back(flag("allowlist.database", "yes", "Also load the allowlist table from the database.",
+                   &cfg::allowlist_database));
+  t.push_back(flag("event_log.enable", "yes", "Record every request's envelope in the event_log table.",
+                   &cfg::event_log_enable));
+  t.push_back(dur("event_log.flush_interval", "1s", "Write buffered event-log rows at least this often.",
+                  &cfg::event_log_flush_interval, milliseconds{10}, std::chrono::minutes{10}));
+  t.push_back(num("event_log.flush_rows", "1000", "Write as soon as this many rows are buffered.",
+                  &cfg::event_log_flush_rows, 1, 1000000));
+  t.push_back(num("event_log.max_buffer_rows", "200000",
+                  "Rows kept in memory while the database is away; the oldest beyond it are dropped and counted.",
+                  &cfg::event_log_max_buffer_rows, 100, 100000000));
+  t.push_back(dur("event_log.retention", "180d", "Day partitions older than this are dropped.",
+                  &cfg::event_log_retention, hours{24}, hours{24 * 3650}));
+  t.push_back(dur("maintenance.interval", "10m",
+                  "How often expired greylist rows are deleted and event-log partitions created and pruned.",
+                  &cfg::maintenance_interval, seconds{1}, hours{24}));
+  t.push_back(num("maintenance.batch_rows", "10000", "Rows deleted per statement by the expiry task.",
+                  &cfg::maintenance_batch_rows, 100, 10000000));
+  return t;
+}
+
+}  // namespace
+
+std::string parse_listen(std::string_view text, listen_endpoint& out) {
+  out = {};
+  out.text = std::string{text};
+  if (text.substr(0, 5) == "unix:") {
+    out.type = listen_endpoint::kind::unix_socket;
+    out.path = std::string{text.substr(5)};
+    if (out.path.empty() || out.path.front() != '/') return "unix: needs an absolute path";
+    if (out.path.size() > 100) return "unix socket path too long";
+    return {};
+  }
+  if (text.substr(0, 5) != "inet:") return "expected inet:HOST:PORT or unix:PATH";
+  auto rest = text.substr(5);
+  auto colon = rest.rfind(':');
+  if (colon == std::string_view::npos) return "expected inet:HOST:PORT";
+  auto host = rest.substr(0, colon);
+  auto port = rest.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  unsigned p = 0;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+  if (ec != std::errc{} || end != port.data() + port.size() || p == 0 || p > 65535) return "bad port";
+  out.port = static_cast<unsigned short>(p);
+  if (host == "*" || host.empty()) {
+    out.host = "::";
+  } else if (host == "localhost") {
+    out.host = "127.0.0.1";
+  } else if (parse_ip(host)) {
+    out.host = std::string{host};
+  } else {
+    return "HOST must be an IP address, localhost or *";
+  }
+  return {};
+}
+
+const std::vector<option_spec<policyd_config>>& policyd_options() {
+  static const auto table = make_table();
+  return table;
+}
+
+std::string validate(const policyd_config& c) {
+  std::string problems;
+  if (c.database.empty()) problems += "database: not set (a libpq connection string is required)\n";
+  if (c.greylist.retry_window <= c.greylist.delay) {
+    problems += "greylist.retry_window must be longer than greylist.delay\n";
+  }
+  if (c.greylist.max_age < c.greylist.retry_window) {
+    problems += "greylist.max_age must not be shorter than greylist.retry_window\n";
+  }
+  if (c.request_budget >= c.request_timeout + c.idle_timeout) {
+    problems += "policy.request_budget is longer than the connection timeouts\n";
+  }
+  if (!problems.empty()) problems.pop_back();
+  return problems;
+}
+
+}  // namespace lupine::policyd

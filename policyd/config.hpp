@@ -1,0 +1,78 @@
+// policyd's configuration: the struct, its key table (the single source for parsing,
+// --print-config and docs/config.md's test) and cross-key validation.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "core/config.hpp"
+#include "policyd/greylist.hpp"
+#include "policyd/protocol.hpp"
+
+namespace lupine::policyd {
+
+struct listen_endpoint {
+  enum class kind { inet, unix_socket } type = kind::inet;
+  std::string host;  // inet: address literal or "*" / "::" for any
+  unsigned short port = 0;
+  std::string path;  // unix
+  std::string text;  // as configured
+};
+
+// Parses "inet:HOST:PORT", "inet:[v6]:PORT" or "unix:PATH". Returns an error text or "".
+std::string parse_listen(std::string_view text, listen_endpoint& out);
+
+struct policyd_config {
+  std::string name;  // this instance's name in logs and the event log; default: hostname
+  std::vector<listen_endpoint> listen;
+  std::string database;
+
+  unsigned db_threads = 4;
+  unsigned db_max_inflight = 512;
+  milliseconds db_statement_timeout{2000};
+  bool db_migrate = true;
+
+  unsigned max_connections = 1000;
+  milliseconds idle_timeout{std::chrono::seconds{330}};
+  milliseconds request_timeout{std::chrono::seconds{10}};
+  milliseconds shutdown_grace{std::chrono::seconds{10}};
+  unsigned unix_socket_mode = 0660;
+
+  protocol_limits limits;
+  milliseconds request_budget{std::chrono::seconds{5}};
+
+  bool greylist_enable = true;
+  greylist_params greylist;
+  unsigned greylist_ipv4_prefix = 24;
+  unsigned greylist_ipv6_prefix = 64;
+  unsigned greylist_awl_clients = 5;
+  milliseconds greylist_awl_max_age{std::chrono::hours{24 * 35}};
+  milliseconds greylist_awl_count_interval{std::chrono::hours{1}};
+  std::string greylist_action = "DEFER_IF_PERMIT";
+  std::string greylist_text = "Greylisted, retry in %s seconds";
+  bool greylist_prepend = true;
+  std::string greylist_header = "X-Greylist";
+  std::string greylist_on_db_error = "dunno";
+
+  std::vector<std::string> allowlist_client_files;
+  std::vector<std::string> allowlist_recipient_files;
+  std::vector<std::string> allowlist_sender_files;
+  bool allowlist_database = true;
+
+  bool event_log_enable = true;
+  milliseconds event_log_flush_interval{1000};
+  unsigned event_log_flush_rows = 1000;
+  unsigned event_log_max_buffer_rows = 200000;
+  milliseconds event_log_retention{std::chrono::hours{24 * 180}};
+
+  milliseconds maintenance_interval{std::chrono::minutes{10}};
+  unsigned maintenance_batch_rows = 10000;
+};
+
+const std::vector<option_spec<policyd_config>>& policyd_options();
+
+// Cross-key checks (after every key parsed). Returns problems, one per line, or "".
+std::string validate(const policyd_config& cfg);
+
+}  // namespace lupine::policyd

@@ -1,0 +1,181 @@
+// Greylisting logic; see greylist.hpp.
+#include "policyd/greylist.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <vector>
+
+namespace lupine::policyd {
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out{s};
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_alnum(char c) { return is_digit(c) || (c >= 'a' && c <= 'z'); }
+
+// A BATV tag: 10 characters, hex (the usual "KDDDSSSSSS" form).
+bool is_batv_tag(std::string_view t) {
+  return t.size() == 10 && std::all_of(t.begin(), t.end(), is_hex);
+}
+
+bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+// prvs=TAG=local or prvs=local=TAG (both orders exist in the wild).
+std::string strip_batv(std::string local) {
+  for (std::string_view prefix : {"prvs=", "msprvs1="}) {
+    if (!starts_with(local, prefix)) continue;
+    std::string_view rest{local};
+    rest.remove_prefix(prefix.size());
+    auto eq = rest.find('=');
+    if (eq == std::string_view::npos) return local;
+    auto a = rest.substr(0, eq);
+    auto b = rest.substr(eq + 1);
+    if (is_batv_tag(a) || !is_batv_tag(b)) return std::string{b};
+    return std::string{a};
+  }
+  if (starts_with(local, "btv1==")) {  // btv1==TAG==local
+    auto pos = local.rfind("==");
+    if (pos != std::string::npos && pos > 4) return local.substr(pos + 2);
+  }
+  return local;
+}
+
+// SRS0=HHH=TT=domain=local -> srs0=#=#=domain=local; SRS1=HHH=fwd==HHH=TT=domain=local ->
+// srs1=#=fwd==#=#=domain=local. The hash and timestamp change on every bounce address.
+std::string fold_srs0_fields(std::string_view rest) {  // "HHH=TT=domain=local"
+  auto e1 = rest.find('=');
+  if (e1 == std::string_view::npos) return std::string{rest};
+  auto e2 = rest.find('=', e1 + 1);
+  if (e2 == std::string_view::npos) return std::string{rest};
+  return "#=#" + std::string{rest.substr(e2)};
+}
+
+std::string fold_srs(const std::string& local) {
+  if (starts_with(local, "srs0=") || starts_with(local, "srs0+") || starts_with(local, "srs0-")) {
+    return "srs0=" + fold_srs0_fields(std::string_view{local}.substr(5));
+  }
+  if (starts_with(local, "srs1=") || starts_with(local, "srs1+") || starts_with(local, "srs1-")) {
+    std::string_view rest = std::string_view{local}.substr(5);
+    auto e1 = rest.find('=');
+    auto dbl = rest.find("==");
+    if (e1 == std::string_view::npos || dbl == std::string_view::npos || dbl < e1) return local;
+    auto fwd = rest.substr(e1 + 1, dbl - e1 - 1);
+    return "srs1=#=" + std::string{fwd} + "==" + fold_srs0_fields(rest.substr(dbl + 2));
+  }
+  return local;
+}
+
+// Replaces bounce tags: long hex tokens and long mixed tokens become '#', then every run
+// of digits becomes '#'.
+std::string fold_tags(const std::string& local) {
+  std::string out;
+  out.reserve(local.size());
+  std::size_t i = 0;
+  while (i < local.size()) {
+    if (!is_alnum(local[i])) {
+      out.push_back(local[i++]);
+      continue;
+    }
+    std::size_t j = i;
+    std::size_t digits = 0;
+    bool hex = true;
+    while (j < local.size() && is_alnum(local[j])) {
+      if (is_digit(local[j])) ++digits;
+      if (!is_hex(local[j])) hex = false;
+      ++j;
+    }
+    std::string_view tok{local.data() + i, j - i};
+    if ((hex && tok.size() >= 8 && digits > 0) || (tok.size() >= 12 && digits >= 2)) {
+      out.push_back('#');
+    } else {
+      for (std::size_t k = 0; k < tok.size();) {
+        if (is_digit(tok[k])) {
+          out.push_back('#');
+          while (k < tok.size() && is_digit(tok[k])) ++k;
+        } else {
+          out.push_back(tok[k++]);
+        }
+      }
+    }
+    i = j;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string normalize_recipient(std::string_view recipient) { return lower(recipient); }
+
+std::string normalize_sender(std::string_view sender, std::string_view recipient) {
+  if (sender.empty() || sender == "<>") return "<>";
+  std::string s = lower(sender);
+  auto at = s.rfind('@');
+  std::string local = at == std::string::npos ? s : s.substr(0, at);
+  std::string domain = at == std::string::npos ? std::string{} : s.substr(at);  // with '@'
+  bool srs = starts_with(local, "srs0") || starts_with(local, "srs1");
+  if (srs) {
+    local = fold_srs(local);
+  } else {
+    local = strip_batv(std::move(local));
+    if (auto plus = local.find('+'); plus != std::string::npos && plus > 0) local.resize(plus);
+    // VERP with the recipient inside: list-bounces-user=example.org@...
+    if (auto rat = recipient.rfind('@'); rat != std::string_view::npos) {
+      std::string embedded = lower(recipient.substr(0, rat)) + "=" + lower(recipient.substr(rat + 1));
+      if (auto p = local.find(embedded); p != std::string::npos) local.replace(p, embedded.size(), "#rcpt#");
+    }
+    local = fold_tags(local);
+  }
+  return local + domain;
+}
+
+greylist_step_result greylist_step(const std::optional<greylist_entry>& prior, sys_time now,
+                                   const greylist_params& p) {
+  using std::chrono::ceil;
+  auto fresh = [&](greylist_outcome o) {
+    greylist_step_result r{o, greylist_entry{now, now, std::nullopt, 1}};
+    r.wait = std::max(seconds{1}, ceil<seconds>(p.delay));
+    return r;
+  };
+  if (!prior) return fresh(greylist_outcome::first_seen);
+  const auto& e = *prior;
+  if (e.passed_at) {
+    if (now - e.last_seen > p.max_age) return fresh(greylist_outcome::first_seen);
+    greylist_step_result r{greylist_outcome::passed_before, e};
+    r.entry.last_seen = std::max(e.last_seen, now);
+    return r;
+  }
+  auto age = now - e.first_seen;
+  if (age > p.retry_window) return fresh(greylist_outcome::restarted);
+  if (age < p.delay) {
+    greylist_step_result r{greylist_outcome::too_early, e};
+    r.entry.last_seen = std::max(e.last_seen, now);
+    r.entry.attempts = e.attempts + 1;
+    r.wait = std::max(seconds{1}, ceil<seconds>(p.delay - age));
+    return r;
+  }
+  greylist_step_result r{greylist_outcome::passed_now, e};
+  r.entry.last_seen = now;
+  r.entry.passed_at = now;
+  r.entry.attempts = e.attempts + 1;
+  r.delayed = std::chrono::duration_cast<seconds>(age);
+  return r;
+}
+
+std::string_view to_string(greylist_outcome o) {
+  switch (o) {
+    case greylist_outcome::first_seen: return "greylist_new";
+    case greylist_outcome::too_early: return "greylist_early_retry";
+    case greylist_outcome::restarted: return "greylist_restarted";
+    case greylist_outcome::passed_now: return "greylist_passed";
+    case greylist_outcome::passed_before: return "greylist_known";
+  }
+  return "greylist";
+}
+
+}  // namespace lupine::policyd

@@ -1,0 +1,86 @@
+// policyd's SQL: greylist triplets and the auto-allow-list, allow-list rows, event-log
+// writes and maintenance. Every function here BLOCKS (libpqxx) and runs on a db_pool
+// thread, never on the event loop; each is one transaction and throws pqxx errors, which
+// db_pool::run turns into errc values. Times are passed in (no clock reads), so the
+// database's clock never decides a greylist outcome and instances agree as long as their
+// clocks do (NTP).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/db.hpp"
+#include "policyd/greylist.hpp"
+
+namespace lupine::policyd {
+
+struct greylist_key {
+  std::string client_net;   // "192.0.2.0/24"
+  std::string client_addr;  // "192.0.2.7"
+  std::string sender;       // normalized
+  std::string recipient;    // normalized
+};
+
+struct greylist_db_params {
+  greylist_params triplet;
+  unsigned awl_clients = 5;  // 0: no auto-allow-list
+  std::chrono::milliseconds awl_max_age{std::chrono::hours{24 * 35}};
+  std::chrono::milliseconds awl_count_interval{std::chrono::hours{1}};
+};
+
+struct greylist_answer {
+  bool auto_allowed = false;  // the client is on the auto-allow-list: no triplet looked at
+  int awl_passes = 0;
+  greylist_step_result step{greylist_outcome::first_seen, {}};
+};
+
+// Looks the client up in the auto-allow-list, then runs greylist_step on the triplet's row
+// (locked FOR UPDATE, so two instances seeing the same triplet at once agree) and stores
+// the new state. A pass counts towards the client's auto-allow-list.
+greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_time now,
+                                  const greylist_db_params& p);
+
+// (kind, value) rows of the allowlist table.
+std::vector<std::pair<std::string, std::string>> load_allowlist_rows(db_session& s);
+
+struct event_row {
+  sys_time ts;
+  std::string policyd, postfix_instance, queue_id, protocol_state, client_address, client_name,
+      reverse_client_name, helo_name, sender, recipient, sasl_username, sasl_method, policy_context,
+      verdict, action, reason;
+  long long recipient_count = 0;
+  long long size = 0;
+  double score = 0;
+  long long elapsed_us = 0;
+};
+
+// COPY the rows into event_log in one transaction. Text is made valid UTF-8 and a client
+// address that is not an IP address is stored as NULL, so one hostile request cannot fail
+// a whole batch.
+void write_event_rows(db_session& s, const std::vector<event_row>& rows);
+
+struct maintenance_params {
+  greylist_params triplet;
+  std::chrono::milliseconds awl_max_age{};
+  std::chrono::milliseconds retention{};
+  unsigned batch_rows = 10000;
+};
+
+struct maintenance_report {
+  bool ran = false;  // false: another instance holds the maintenance lock
+  long long greylist_deleted = 0;
+  long long awl_deleted = 0;
+  int partitions_created = 0;
+  int partitions_dropped = 0;
+};
+
+// Creates upcoming event-log day partitions, drops those past retention, and deletes
+// expired greylist and auto-allow-list rows in bounded batches along the last_seen index.
+maintenance_report run_maintenance(db_session& s, sys_time now, const maintenance_params& p);
+
+// Valid UTF-8 copy of s: each invalid byte becomes '?'. Exposed for tests.
+std::string to_valid_utf8(std::string_view s);
+
+}  // namespace lupine::policyd
