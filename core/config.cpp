@@ -103,6 +103,17 @@ std::string set_choice(std::string& out, const std::string& v,
   return "expected one of " + list;
 }
 
+std::string printable(std::string_view v) {
+  std::string out;
+  for (unsigned char c : v) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c < ' ' || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+    else out.push_back(static_cast<char>(c));
+  }
+  return out;
+}
+
 raw_options parse_overrides(const std::vector<std::string>& overrides,
                             const std::vector<std::string>& known_keys) {
   raw_options out;
@@ -110,7 +121,7 @@ raw_options parse_overrides(const std::vector<std::string>& overrides,
   for (const auto& o : overrides) {
     auto eq = o.find('=');
     if (eq == std::string::npos || eq == 0) {
-      problems += fmt::format("-o {}: expected key=value\n", o);
+      problems += fmt::format("-o {}: expected key=value\n", printable(o));
       continue;
     }
     auto key = o.substr(0, eq);
@@ -118,7 +129,7 @@ raw_options parse_overrides(const std::vector<std::string>& overrides,
     auto value = o.substr(eq + 1);
     while (!value.empty() && value.front() == ' ') value.erase(0, 1);
     if (std::find(known_keys.begin(), known_keys.end(), key) == known_keys.end()) {
-      problems += fmt::format("-o {}: unknown key {}\n", o, key);
+      problems += fmt::format("-o {}: unknown key {}\n", printable(o), printable(key));
       continue;
     }
     out[key].push_back(value);

@@ -54,6 +54,9 @@ struct option_spec {
   std::function<std::string(Config&, const std::vector<std::string>&)> apply;
 };
 
+// v with control characters shown as \\n, \\t, \\xNN: error lines stay one line each.
+std::string printable(std::string_view v);
+
 // Raw values by key, in the order given.
 using raw_options = std::map<std::string, std::vector<std::string>>;
 
@@ -87,7 +90,7 @@ Config apply_options(const std::vector<option_spec<Config>>& table, const std::s
     if (effective != nullptr) (*effective)[spec.key] = values;
     std::string err = spec.apply(cfg, values);
     if (!err.empty()) {
-      std::string shown = values.empty() ? "" : values.back();
+      std::string shown = values.empty() ? "" : printable(values.back());
       problems += source + ": " + spec.key + " = " + shown + ": " + err + " (from " + from + ")\n";
     }
   }

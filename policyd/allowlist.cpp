@@ -140,6 +140,13 @@ std::string client_list::add_name(std::string_view entry) {
   if (!valid_hostname(e) || e.find('.') == std::string::npos) {
     return "expected an address, CIDR, hostname suffix or /regex/";
   }
+  // Every label non-empty, and the last one not all digits: "10..1" or "300.1.2.3" is a
+  // mistyped address, not a hostname.
+  if (e.find("..") != std::string::npos || e.back() == '.') return "malformed address or hostname";
+  auto last = e.substr(e.rfind('.') + 1);
+  if (std::all_of(last.begin(), last.end(), [](unsigned char c) { return std::isdigit(c) != 0; })) {
+    return "malformed IP address";
+  }
   names_.push_back(e);
   return {};
 }

@@ -71,8 +71,10 @@ std::string fold_srs(const std::string& local) {
   return local;
 }
 
-// Replaces bounce tags: long hex tokens and long mixed tokens become '#', then every run
-// of digits becomes '#'.
+// Replaces bounce tags, token by token (tokens are runs of letters and digits): a token of
+// digits only, a hex token of 8 or more characters mixing digits and letters, and any token
+// of 20 or more characters holding a digit become '#'. Ordinary names with digits
+// ("user1", "johnsmith1980") stay as they are, so distinct people stay distinct.
 std::string fold_tags(const std::string& local) {
   std::string out;
   out.reserve(local.size());
@@ -91,17 +93,13 @@ std::string fold_tags(const std::string& local) {
       ++j;
     }
     std::string_view tok{local.data() + i, j - i};
-    if ((hex && tok.size() >= 8 && digits > 0) || (tok.size() >= 12 && digits >= 2)) {
+    bool all_digits = digits == tok.size();
+    bool hex_tag = hex && tok.size() >= 8 && digits > 0 && digits < tok.size();
+    bool long_id = tok.size() >= 20 && digits > 0;
+    if (all_digits || hex_tag || long_id) {
       out.push_back('#');
     } else {
-      for (std::size_t k = 0; k < tok.size();) {
-        if (is_digit(tok[k])) {
-          out.push_back('#');
-          while (k < tok.size() && is_digit(tok[k])) ++k;
-        } else {
-          out.push_back(tok[k++]);
-        }
-      }
+      out.append(tok);
     }
     i = j;
   }
@@ -150,7 +148,8 @@ greylist_step_result greylist_step(const std::optional<greylist_entry>& prior, s
     r.entry.last_seen = std::max(e.last_seen, now);
     return r;
   }
-  auto age = now - e.first_seen;
+  // A first_seen in the future (another instance's clock runs ahead) counts as "just now".
+  auto age = std::max<sys_time::duration>(now - e.first_seen, sys_time::duration::zero());
   if (age > p.retry_window) return fresh(greylist_outcome::restarted);
   if (age < p.delay) {
     greylist_step_result r{greylist_outcome::too_early, e};

@@ -57,12 +57,21 @@ std::optional<cidr> parse_cidr(std::string_view text) {
   if (text.empty()) return std::nullopt;
   auto slash = text.find('/');
   if (slash != std::string_view::npos) {
-    auto a = parse_ip(text.substr(0, slash));
+    boost::system::error_code ec0;
+    auto raw = ip::make_address(std::string{text.substr(0, slash)}, ec0);
+    std::optional<ip_address> a;
+    if (!ec0) a = raw;
     auto ptext = text.substr(slash + 1);
     unsigned p = 0;
     auto [end, ec] = std::from_chars(ptext.data(), ptext.data() + ptext.size(), p);
     if (!a || ec != std::errc{} || end != ptext.data() + ptext.size() || ptext.empty()) return std::nullopt;
     if (p > (a->is_v4() ? 32U : 128U)) return std::nullopt;
+    // ::ffff:192.0.2.0/120 is the IPv4 network 192.0.2.0/24 (clients arrive unmapped).
+    if (a->is_v6() && a->to_v6().is_v4_mapped()) {
+      if (p < 96) return std::nullopt;
+      auto v4 = unmap(*a);
+      return cidr{mask(v4, p - 96), p - 96};
+    }
     return cidr{mask(*a, p), p};
   }
   if (auto a = parse_ip(text)) return cidr{*a, a->is_v4() ? 32U : 128U};

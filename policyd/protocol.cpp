@@ -40,8 +40,6 @@ parse_result parse_request(std::string_view buf, const protocol_limits& limits, 
     req.clear();
     return r;
   };
-  // A NUL can never be part of a request; look once over what we have.
-  if (std::memchr(buf.data(), '\0', buf.size()) != nullptr) return fail(protocol_error::nul_byte);
   std::size_t pos = 0;
   std::size_t count = 0;
   while (true) {
@@ -49,6 +47,7 @@ parse_result parse_request(std::string_view buf, const protocol_limits& limits, 
     auto nl = buf.find('\n', pos);
     if (nl == std::string_view::npos) {
       // Incomplete line: enforce the limits on what has arrived so far.
+      if (std::memchr(buf.data() + pos, '\0', buf.size() - pos) != nullptr) return fail(protocol_error::nul_byte);
       if (buf.size() - pos > limits.max_line_bytes) return fail(protocol_error::line_too_long);
       if (buf.size() > limits.max_request_bytes) return fail(protocol_error::request_too_large);
       req.clear();
@@ -56,8 +55,10 @@ parse_result parse_request(std::string_view buf, const protocol_limits& limits, 
     }
     std::string_view line = buf.substr(pos, nl - pos);
     pos = nl + 1;
-    if (line.size() > limits.max_line_bytes) return fail(protocol_error::line_too_long);
+    // A NUL can never be part of a request (names and values never hold one).
+    if (std::memchr(line.data(), '\0', line.size()) != nullptr) return fail(protocol_error::nul_byte);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.size() > limits.max_line_bytes) return fail(protocol_error::line_too_long);
     if (line.empty()) {
       if (pos > limits.max_request_bytes) return fail(protocol_error::request_too_large);
       if (req.get("request") != "smtpd_access_policy") return fail(protocol_error::not_a_policy_request);

@@ -4,13 +4,26 @@
 # Extra arguments go to ctest, e.g. scripts/test.sh -L unit
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
+# CI builds with warnings as errors and AddressSanitizer + UndefinedBehaviorSanitizer, in
+# its own build directory; LUPINE_SANITIZE=address,undefined scripts/test.sh does the same.
 cmake_args=()
-[[ "${CI:-}" == "true" ]] && cmake_args+=(-DLUPINE_WERROR=ON)
+sanitize="${LUPINE_SANITIZE:-}"
+if [[ "${CI:-}" == "true" ]]; then
+  cmake_args+=(-DLUPINE_WERROR=ON)
+  sanitize="${sanitize:-address,undefined}"
+fi
+export LUPINE_BUILD_DIR="${LUPINE_BUILD_DIR:-$here/build}"
+if [[ -n "$sanitize" ]]; then
+  cmake_args+=(-DLUPINE_SANITIZE="$sanitize")
+  LUPINE_BUILD_DIR="$here/build-sanitize"
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
+  export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+fi
 "$here/scripts/bootstrap.sh" "${cmake_args[@]}"
 pgdir="$(mktemp -d /tmp/lupine-test-pg.XXXXXX)"
 cleanup() { "$here/scripts/pg_up.sh" --stop "$pgdir" || true; rm -rf "$pgdir"; }
 trap cleanup EXIT
 export LUPINE_TEST_DSN="$(LUPINE_PG_FSYNC=off "$here/scripts/pg_up.sh" "$pgdir" postgres)"
 echo "test: throwaway PostgreSQL at $pgdir" >&2
-cd "$here/build"
+cd "$LUPINE_BUILD_DIR"
 ctest --output-on-failure -j2 "$@"
