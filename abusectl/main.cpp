@@ -56,6 +56,8 @@ int main(int argc, char** argv) {
     return exit_ok;
   }
   if (!rest.empty() && rest.front() == name) rest.erase(rest.begin());
+  // "abusectl db --help": the global parser took --help, but it is the command's.
+  if (vm.count("help") != 0) rest.push_back("--help");
   for (const auto& c : commands()) {
     if (name == c.name) return c.run(g, rest);
   }

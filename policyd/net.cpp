@@ -39,6 +39,8 @@ ip_address mask(const ip_address& a, unsigned prefix) {
 }  // namespace
 
 std::optional<ip_address> parse_ip(std::string_view text) {
+  // Postfix never sends a scope ("fe80::1%eth0"), and PostgreSQL's inet refuses one.
+  if (text.find('%') != std::string_view::npos) return std::nullopt;
   boost::system::error_code ec;
   auto a = ip::make_address(std::string{text}, ec);
   if (ec) return std::nullopt;

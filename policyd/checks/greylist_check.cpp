@@ -86,8 +86,10 @@ boost::asio::awaitable<check_result> greylist_check::evaluate(const request_cont
   greylist_key key;
   key.client_net = group_network(*addr, cfg_.greylist_ipv4_prefix, cfg_.greylist_ipv6_prefix).to_string();
   key.client_addr = addr->to_string();
-  key.recipient = normalize_recipient(req.get("recipient"));
-  key.sender = normalize_sender(req.get("sender"), key.recipient);
+  // 8-bit addresses must still be greylisted: escape what is not UTF-8 (PostgreSQL would
+  // refuse it, and a refused query fails open).
+  key.recipient = to_valid_utf8(normalize_recipient(req.get("recipient")));
+  key.sender = to_valid_utf8(normalize_sender(req.get("sender"), req.get("recipient")));
   auto now = ctx.now;
   auto params = params_;
   std::function<greylist_answer(db_session&)> job = [key, now, params](db_session& s) {
