@@ -2,8 +2,8 @@
 // the schema version. Safe to run while policyd instances run (advisory lock).
 #include <iostream>
 
-#include <boost/program_options.hpp>
 #include <fmt/format.h>
+#include <boost/program_options.hpp>
 
 #include "abusectl/commands.hpp"
 #include "core/db.hpp"

@@ -14,9 +14,10 @@ namespace {
 void usage(std::ostream& out, const po::options_description& desc) {
   out << "Usage: abusectl [-c FILE] [-d DSN] COMMAND [ARGS...]\n\n"
          "Lupine's abuse-desk tool. `abusectl COMMAND --help` describes each command.\n\nCommands:\n";
-  for (const auto& c : commands()) out << "  " << c.name << std::string(10 - std::string{c.name}.size(), ' ')
-                                       << c.summary << "\n";
-  out << "\n" << desc
+  for (const auto& c : commands())
+    out << "  " << c.name << std::string(10 - std::string{c.name}.size(), ' ') << c.summary << "\n";
+  out << "\n"
+      << desc
       << "\nThe database is taken from -d, else $LUPINE_DATABASE, else `database` in the -c file\n"
          "(default /etc/lupine/policyd.conf). Exit codes: 0 ok, 1 not found / refused / failed, 2 usage.\n";
 }

@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <boost/asio.hpp>
 #include <boost/program_options.hpp>
-#include <fmt/format.h>
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
@@ -89,14 +89,15 @@ int main(int argc, char** argv) {
   unsigned seed = 1;
   double retry_share = 0.3;
   po::options_description d{"loadgen options"};
-  d.add_options()("help", "help")("host", po::value(&host))("port", po::value(&port))(
-      "connections", po::value(&conns))("requests", po::value(&requests))("seconds", po::value(&seconds))(
-      "seed", po::value(&seed))("retry-share", po::value(&retry_share));
+  d.add_options()("help", "help")("host", po::value(&host))("port", po::value(&port))("connections", po::value(&conns))(
+      "requests", po::value(&requests))("seconds", po::value(&seconds))("seed", po::value(&seed))(
+      "retry-share", po::value(&retry_share));
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, d), vm);
   po::notify(vm);
   if (vm.count("help") != 0) {
-    std::puts("loadgen [--host H] [--port P] [--connections N] [--requests N] [--seconds S] [--seed N] [--retry-share F]");
+    std::puts(
+        "loadgen [--host H] [--port P] [--connections N] [--requests N] [--seconds S] [--seed N] [--retry-share F]");
     return 0;
   }
   asio::io_context io{1};
@@ -125,8 +126,8 @@ int main(int argc, char** argv) {
     return all.latencies_us[std::min(all.latencies_us.size() - 1,
                                      static_cast<size_t>(p * static_cast<double>(all.latencies_us.size())))];
   };
-  fmt::print("connections={} requests={} seconds={:.2f} decisions/s={:.0f}\n", conns, all.latencies_us.size(),
-             elapsed, static_cast<double>(all.latencies_us.size()) / elapsed);
+  fmt::print("connections={} requests={} seconds={:.2f} decisions/s={:.0f}\n", conns, all.latencies_us.size(), elapsed,
+             static_cast<double>(all.latencies_us.size()) / elapsed);
   fmt::print("latency_ms p50={:.3f} p90={:.3f} p99={:.3f} max={:.3f}\n", pct(0.5) / 1000, pct(0.9) / 1000,
              pct(0.99) / 1000, all.latencies_us.empty() ? 0.0 : all.latencies_us.back() / 1000);
   for (auto& [k, v] : all.actions) fmt::print("action {} {}\n", k, v);

@@ -6,8 +6,8 @@
 #include <fstream>
 #include <sstream>
 
-#include <boost/program_options.hpp>
 #include <fmt/format.h>
+#include <boost/program_options.hpp>
 
 namespace lupine {
 namespace po = boost::program_options;
@@ -20,22 +20,32 @@ std::optional<milliseconds> parse_duration(std::string_view text) {
   if (ec != std::errc{} || p == b) return std::nullopt;
   std::string_view unit{p, static_cast<size_t>(e - p)};
   std::uint64_t mult = 0;
-  if (unit == "ms") mult = 1;
-  else if (unit == "s") mult = 1000;
-  else if (unit == "m") mult = 60'000;
-  else if (unit == "h") mult = 3'600'000;
-  else if (unit == "d") mult = 86'400'000;
-  else if (unit == "w") mult = 7 * 86'400'000ULL;
-  else return std::nullopt;
+  if (unit == "ms")
+    mult = 1;
+  else if (unit == "s")
+    mult = 1000;
+  else if (unit == "m")
+    mult = 60'000;
+  else if (unit == "h")
+    mult = 3'600'000;
+  else if (unit == "d")
+    mult = 86'400'000;
+  else if (unit == "w")
+    mult = 7 * 86'400'000ULL;
+  else
+    return std::nullopt;
   if (n > (1ULL << 50) / mult) return std::nullopt;  // absurdly long
   return milliseconds{static_cast<std::int64_t>(n * mult)};
 }
 
 std::string format_duration(milliseconds d) {
   auto ms = d.count();
-  struct unit { std::int64_t size; const char* name; };
-  static constexpr unit units[] = {{7 * 86'400'000LL, "w"}, {86'400'000, "d"}, {3'600'000, "h"},
-                                   {60'000, "m"}, {1000, "s"}};
+  struct unit {
+    std::int64_t size;
+    const char* name;
+  };
+  static constexpr unit units[] = {
+      {7 * 86'400'000LL, "w"}, {86'400'000, "d"}, {3'600'000, "h"}, {60'000, "m"}, {1000, "s"}};
   if (ms == 0) return "0s";
   for (const auto& u : units) {
     if (ms % u.size == 0) return fmt::format("{}{}", ms / u.size, u.name);
@@ -87,8 +97,7 @@ std::string set_bool(bool& out, const std::string& v) {
   return {};
 }
 
-std::string set_choice(std::string& out, const std::string& v,
-                       std::initializer_list<std::string_view> allowed) {
+std::string set_choice(std::string& out, const std::string& v, std::initializer_list<std::string_view> allowed) {
   for (auto a : allowed) {
     if (v == a) {
       out = v;
@@ -106,16 +115,19 @@ std::string set_choice(std::string& out, const std::string& v,
 std::string printable(std::string_view v) {
   std::string out;
   for (unsigned char c : v) {
-    if (c == '\n') out += "\\n";
-    else if (c == '\t') out += "\\t";
-    else if (c < ' ' || c == 0x7f) out += fmt::format("\\x{:02x}", c);
-    else out.push_back(static_cast<char>(c));
+    if (c == '\n')
+      out += "\\n";
+    else if (c == '\t')
+      out += "\\t";
+    else if (c < ' ' || c == 0x7f)
+      out += fmt::format("\\x{:02x}", c);
+    else
+      out.push_back(static_cast<char>(c));
   }
   return out;
 }
 
-raw_options parse_overrides(const std::vector<std::string>& overrides,
-                            const std::vector<std::string>& known_keys) {
+raw_options parse_overrides(const std::vector<std::string>& overrides, const std::vector<std::string>& known_keys) {
   raw_options out;
   std::string problems;
   for (const auto& o : overrides) {

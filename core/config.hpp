@@ -61,17 +61,15 @@ std::string printable(std::string_view v);
 using raw_options = std::map<std::string, std::vector<std::string>>;
 
 // Parses `-o key=value` strings; unknown keys or a missing `=` are errors.
-raw_options parse_overrides(const std::vector<std::string>& overrides,
-                            const std::vector<std::string>& known_keys);
+raw_options parse_overrides(const std::vector<std::string>& overrides, const std::vector<std::string>& known_keys);
 // Reads a config file; unknown keys are errors naming the file and the key.
 raw_options read_config_file(const std::string& path, const std::vector<std::string>& known_keys);
 
 // The merged value of each key: the -o value if given, else the file's, else the default.
 // For a multi key, -o replaces the file's list. Returns every problem via config_error.
 template <class Config>
-Config apply_options(const std::vector<option_spec<Config>>& table, const std::string& source,
-                     const raw_options& file, const raw_options& cli,
-                     raw_options* effective = nullptr) {
+Config apply_options(const std::vector<option_spec<Config>>& table, const std::string& source, const raw_options& file,
+                     const raw_options& cli, raw_options* effective = nullptr) {
   Config cfg{};
   std::string problems;
   for (const auto& spec : table) {

@@ -67,7 +67,9 @@ db_pool::db_pool(db_options opts) : opts_{std::move(opts)}, pool_{opts_.threads}
   ::setenv("PGCONNECT_TIMEOUT", "5", 0);
 }
 
-db_pool::~db_pool() { stop(); }
+db_pool::~db_pool() {
+  stop();
+}
 
 void db_pool::stop() {
   if (stopped_.exchange(true)) return;
@@ -83,8 +85,8 @@ db_session* db_pool::session() {
   try {
     auto s = std::make_unique<db_session>(opts_.dsn);
     pqxx::nontransaction tx{s->conn};
-    tx.exec(fmt::format("SET statement_timeout = {}; SET application_name = {}",
-                        opts_.statement_timeout.count(), tx.quote(opts_.application_name)));
+    tx.exec(fmt::format("SET statement_timeout = {}; SET application_name = {}", opts_.statement_timeout.count(),
+                        tx.quote(opts_.application_name)));
     st.session = std::move(s);
     if (st.failed_once) log(log_level::info, "db_reconnected", "");
     st.failed_once = false;
@@ -97,8 +99,7 @@ db_session* db_pool::session() {
   }
 }
 
-void db_pool::post_job(std::function<void(db_session&)> body,
-                       std::function<void(boost::system::error_code)> done) {
+void db_pool::post_job(std::function<void(db_session&)> body, std::function<void(boost::system::error_code)> done) {
   if (stopped_.load()) {
     done(make_error_code(errc::shutting_down));
     return;
@@ -117,8 +118,7 @@ void db_pool::post_job(std::function<void(db_session&)> body,
       t_state.session.reset();
       ec = make_error_code(errc::db_unavailable);
     } catch (const pqxx::sql_error& e) {
-      log(log_level::error, "db_statement_failed", "{} {}", kv("error", e.what()),
-          kv("sqlstate", e.sqlstate()));
+      log(log_level::error, "db_statement_failed", "{} {}", kv("error", e.what()), kv("sqlstate", e.sqlstate()));
       ec = make_error_code(errc::db_error);
       if (!s->conn.is_open()) t_state.session.reset();
     } catch (const std::exception& e) {
@@ -188,24 +188,23 @@ migrate_report migrate(db_session& s, const std::vector<migration>& all) {
   rep.from_version = applied.empty() ? 0 : applied.rbegin()->first;
   int newest_known = all.empty() ? 0 : all.back().version;
   if (rep.from_version > newest_known) {
-    rep.warnings.push_back(fmt::format(
-        "database schema version {} is newer than this program knows ({}); upgrade it",
-        rep.from_version, newest_known));
+    rep.warnings.push_back(fmt::format("database schema version {} is newer than this program knows ({}); upgrade it",
+                                       rep.from_version, newest_known));
   }
   for (const auto& m : all) {
     auto sum = fmt::format("{:016x}", fnv1a(m.sql));
     if (auto it = applied.find(m.version); it != applied.end()) {
       if (it->second.second != sum) {
-        rep.warnings.push_back(fmt::format(
-            "{} was changed after it was applied; shipped migrations must never be edited", m.name));
+        rep.warnings.push_back(
+            fmt::format("{} was changed after it was applied; shipped migrations must never be edited", m.name));
       }
       continue;
     }
     try {
       pqxx::work tx{s.conn};
       tx.exec(m.sql);
-      tx.exec_params("INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                     m.version, m.name, sum);
+      tx.exec_params("INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)", m.version, m.name,
+                     sum);
       tx.commit();
     } catch (const pqxx::sql_error& e) {
       std::string msg = e.what();

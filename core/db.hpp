@@ -57,9 +57,8 @@ class db_pool {
   // bounds it) and its result is dropped. The job may throw pqxx exceptions; they become
   // errc values here.
   template <class R>
-  boost::asio::awaitable<result<R>> run(
-      std::function<R(db_session&)> job,
-      std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) {
+  boost::asio::awaitable<result<R>> run(std::function<R(db_session&)> job,
+                                        std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) {
     namespace asio = boost::asio;
     if (inflight_.load() >= opts_.max_inflight) {
       co_return result<R>{boost::system::in_place_error, make_error_code(errc::db_busy)};
@@ -96,8 +95,7 @@ class db_pool {
       });
     };
     auto token = asio::as_tuple(asio::use_awaitable);
-    auto [ec] = co_await asio::async_initiate<decltype(token), void(boost::system::error_code)>(std::move(init),
-                                                                                                 token);
+    auto [ec] = co_await asio::async_initiate<decltype(token), void(boost::system::error_code)>(std::move(init), token);
     if (ec) co_return result<R>{boost::system::in_place_error, ec};
     co_return std::move(**value);
   }
@@ -107,8 +105,7 @@ class db_pool {
   void stop();
 
  private:
-  void post_job(std::function<void(db_session&)> body,
-                std::function<void(boost::system::error_code)> done);
+  void post_job(std::function<void(db_session&)> body, std::function<void(boost::system::error_code)> done);
   db_session* session();  // this thread's connection, connecting if needed; nullptr if down
 
   db_options opts_;

@@ -30,9 +30,15 @@ std::string_view level_name(log_level lvl) {
 
 }  // namespace
 
-void set_log_level(log_level lvl) { g_level = static_cast<int>(lvl); }
-log_level current_log_level() { return static_cast<log_level>(g_level.load()); }
-void set_log_sink(log_sink sink) { g_sink = sink; }
+void set_log_level(log_level lvl) {
+  g_level = static_cast<int>(lvl);
+}
+log_level current_log_level() {
+  return static_cast<log_level>(g_level.load());
+}
+void set_log_sink(log_sink sink) {
+  g_sink = sink;
+}
 
 void vlog(log_level lvl, std::string_view event, fmt::string_view f, fmt::format_args args) {
   fmt::memory_buffer buf;
@@ -44,9 +50,8 @@ void vlog(log_level lvl, std::string_view event, fmt::string_view f, fmt::format
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
     std::tm tm{};
     gmtime_r(&t, &tm);
-    fmt::format_to(std::back_inserter(buf), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {} ",
-                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                   ms, level_name(lvl));
+    fmt::format_to(std::back_inserter(buf), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {} ", tm.tm_year + 1900,
+                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms, level_name(lvl));
   }
   buf.append(event);
   if (f.size() != 0) {

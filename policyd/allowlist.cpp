@@ -25,13 +25,14 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-bool is_regex(std::string_view e) { return e.size() >= 2 && e.front() == '/' && e.back() == '/'; }
+bool is_regex(std::string_view e) {
+  return e.size() >= 2 && e.front() == '/' && e.back() == '/';
+}
 
 std::string compile(std::string_view e, std::vector<std::pair<std::string, std::regex>>& out) {
   try {
-    out.emplace_back(std::string{e},
-                     std::regex{std::string{e.substr(1, e.size() - 2)},
-                                std::regex::ECMAScript | std::regex::icase | std::regex::optimize});
+    out.emplace_back(std::string{e}, std::regex{std::string{e.substr(1, e.size() - 2)},
+                                                std::regex::ECMAScript | std::regex::icase | std::regex::optimize});
     return {};
   } catch (const std::regex_error& err) {
     return fmt::format("bad regular expression: {}", err.what());
@@ -40,9 +41,8 @@ std::string compile(std::string_view e, std::vector<std::pair<std::string, std::
 
 bool valid_hostname(std::string_view n) {
   if (n.empty() || n.size() > 253) return false;
-  return std::all_of(n.begin(), n.end(), [](unsigned char c) {
-    return std::isalnum(c) || c == '-' || c == '.' || c == '_';
-  });
+  return std::all_of(n.begin(), n.end(),
+                     [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '.' || c == '_'; });
 }
 
 // Does name equal suffix or end with "." + suffix?

@@ -6,10 +6,10 @@
 #include <filesystem>
 #include <iostream>
 
+#include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/program_options.hpp>
-#include <fmt/format.h>
 
 #include "core/db.hpp"
 #include "core/db_session.hpp"
@@ -53,14 +53,15 @@ int app_main(int argc, char** argv) {
       "override,o", po::value(&overrides)->composing(), "set a key, overriding the file: -o greylist.delay=60s")(
       "check-config", "validate the configuration (and allow-list files) and exit: 0 ok, 78 not")(
       "print-config", "print every key's effective value (secrets masked) and exit")(
-      "help-keys", "list every key with its default and meaning, and exit")(
-      "verbose,v", "more detail in the log (debug)");
+      "help-keys", "list every key with its default and meaning, and exit")("verbose,v",
+                                                                            "more detail in the log (debug)");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    std::cerr << "policyd: " << e.what() << "\n" << "Try 'policyd --help'.\n";
+    std::cerr << "policyd: " << e.what() << "\n"
+              << "Try 'policyd --help'.\n";
     return ex_usage;
   }
   if (vm.count("help") != 0) {
@@ -73,8 +74,8 @@ int app_main(int argc, char** argv) {
   }
   if (vm.count("help-keys") != 0) {
     for (const auto& s : policyd_options()) {
-      std::cout << s.key << " = " << s.default_value << (s.multi ? "   (several allowed)" : "") << "\n    "
-                << s.help << "\n";
+      std::cout << s.key << " = " << s.default_value << (s.multi ? "   (several allowed)" : "") << "\n    " << s.help
+                << "\n";
     }
     return 0;
   }
@@ -128,9 +129,10 @@ int app_main(int argc, char** argv) {
       int have = schema_version(*s);
       int want = embedded_migrations().empty() ? 0 : embedded_migrations().back().version;
       if (have < want) {
-        std::cerr << fmt::format("policyd: database schema is at version {}, this policyd needs {}: "
-                                 "run `abusectl db migrate` or set db.migrate = yes\n",
-                                 have, want);
+        std::cerr << fmt::format(
+            "policyd: database schema is at version {}, this policyd needs {}: "
+            "run `abusectl db migrate` or set db.migrate = yes\n",
+            have, want);
         return 1;
       }
     }

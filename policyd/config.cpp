@@ -47,20 +47,21 @@ values split_list(const values& in) {
   return out;
 }
 
-spec dur(std::string key, std::string def, std::string help, milliseconds cfg::*m, milliseconds min,
-         milliseconds max) {
-  return {std::move(key), std::move(def), std::move(help), false, false,
-          [m, min, max](cfg& c, const values& v) { return set_duration(c.*m, one(v), min, max); }};
+spec dur(std::string key, std::string def, std::string help, milliseconds cfg::*m, milliseconds min, milliseconds max) {
+  return {std::move(key),  std::move(def),
+          std::move(help), false,
+          false,           [m, min, max](cfg& c, const values& v) { return set_duration(c.*m, one(v), min, max); }};
 }
 
 spec num(std::string key, std::string def, std::string help, unsigned cfg::*m, unsigned min, unsigned max) {
-  return {std::move(key), std::move(def), std::move(help), false, false,
-          [m, min, max](cfg& c, const values& v) { return set_uint(c.*m, one(v), min, max); }};
+  return {std::move(key),  std::move(def),
+          std::move(help), false,
+          false,           [m, min, max](cfg& c, const values& v) { return set_uint(c.*m, one(v), min, max); }};
 }
 
 spec flag(std::string key, std::string def, std::string help, bool cfg::*m) {
-  return {std::move(key), std::move(def), std::move(help), false, false,
-          [m](cfg& c, const values& v) { return set_bool(c.*m, one(v)); }};
+  return {std::move(key), std::move(def), std::move(help),
+          false,          false,          [m](cfg& c, const values& v) { return set_bool(c.*m, one(v)); }};
 }
 
 spec files(std::string key, std::string help, std::vector<std::string> cfg::*m) {
@@ -72,14 +73,14 @@ spec files(std::string key, std::string help, std::vector<std::string> cfg::*m) 
 
 std::vector<spec> make_table() {
   std::vector<spec> t;
-  t.push_back({"name", "", "Instance name written to logs and the event log (default: the host name).", false,
-               false, [](cfg& c, const values& v) {
+  t.push_back({"name", "", "Instance name written to logs and the event log (default: the host name).", false, false,
+               [](cfg& c, const values& v) {
                  c.name = one(v).empty() ? hostname() : one(v);
                  return std::string{};
                }});
   t.push_back({"listen", "inet:127.0.0.1:10031",
-               "Where to listen: inet:HOST:PORT (IPv4, [IPv6] or * for all) or unix:PATH; several allowed.",
-               true, false, [](cfg& c, const values& v) {
+               "Where to listen: inet:HOST:PORT (IPv4, [IPv6] or * for all) or unix:PATH; several allowed.", true,
+               false, [](cfg& c, const values& v) {
                  c.listen.clear();
                  auto items = split_list(v);
                  if (items.empty()) return std::string{"at least one endpoint is required"};
@@ -90,14 +91,13 @@ std::vector<spec> make_table() {
                  }
                  return std::string{};
                }});
-  t.push_back({"database", "",
-               "libpq connection string (\"host=/run/postgresql dbname=lupine\") or URI; required.", false,
-               true, [](cfg& c, const values& v) {
+  t.push_back({"database", "", "libpq connection string (\"host=/run/postgresql dbname=lupine\") or URI; required.",
+               false, true, [](cfg& c, const values& v) {
                  c.database = one(v);
                  return std::string{};
                }});
-  t.push_back(num("db.threads", "4", "Database worker threads, each with its own connection.",
-                  &cfg::db_threads, 1, 64));
+  t.push_back(
+      num("db.threads", "4", "Database worker threads, each with its own connection.", &cfg::db_threads, 1, 64));
   t.push_back(num("db.max_inflight", "512",
                   "Database jobs in flight at most; beyond it requests are decided degraded, not queued.",
                   &cfg::db_max_inflight, 1, 100000));
@@ -115,8 +115,8 @@ std::vector<spec> make_table() {
                   "Close a connection that started a request but did not finish it within this time.",
                   &cfg::request_timeout, milliseconds{100}, hours{1}));
   t.push_back(dur("server.shutdown_grace", "10s",
-                  "On SIGTERM, how long in-flight requests and the event-log flush may take.",
-                  &cfg::shutdown_grace, milliseconds{0}, hours{1}));
+                  "On SIGTERM, how long in-flight requests and the event-log flush may take.", &cfg::shutdown_grace,
+                  milliseconds{0}, hours{1}));
   t.push_back({"server.unix_socket_mode", "0660", "Permissions of unix: sockets (octal).", false, false,
                [](cfg& c, const values& v) {
                  unsigned m = 0;
@@ -128,46 +128,44 @@ std::vector<spec> make_table() {
                  c.unix_socket_mode = m;
                  return std::string{};
                }});
-  t.push_back({"protocol.max_line_bytes", "4096", "Longest accepted request line; longer closes the connection.",
-               false, false, [](cfg& c, const values& v) {
+  t.push_back({"protocol.max_line_bytes", "4096", "Longest accepted request line; longer closes the connection.", false,
+               false, [](cfg& c, const values& v) {
                  std::uint64_t n = 0;
                  auto e = set_uint(n, one(v), 64, 1 << 20);
                  c.limits.max_line_bytes = n;
                  return e;
                }});
-  t.push_back({"protocol.max_attributes", "100", "Most attributes in one request (Postfix 3.7 sends about 30).",
-               false, false, [](cfg& c, const values& v) {
+  t.push_back({"protocol.max_attributes", "100", "Most attributes in one request (Postfix 3.7 sends about 30).", false,
+               false, [](cfg& c, const values& v) {
                  std::uint64_t n = 0;
                  auto e = set_uint(n, one(v), 8, 100000);
                  c.limits.max_attributes = n;
                  return e;
                }});
-  t.push_back({"protocol.max_request_bytes", "32768", "Largest accepted request.", false, false,
-               [](cfg& c, const values& v) {
-                 std::uint64_t n = 0;
-                 auto e = set_uint(n, one(v), 256, 16 << 20);
-                 c.limits.max_request_bytes = n;
-                 return e;
-               }});
+  t.push_back(
+      {"protocol.max_request_bytes", "32768", "Largest accepted request.", false, false, [](cfg& c, const values& v) {
+         std::uint64_t n = 0;
+         auto e = set_uint(n, one(v), 256, 16 << 20);
+         c.limits.max_request_bytes = n;
+         return e;
+       }});
   t.push_back(dur("policy.request_budget", "5s",
                   "Time one decision may take in all (far below Postfix's smtpd_policy_service_timeout, 100s); "
                   "a check still waiting then is decided degraded.",
                   &cfg::request_budget, milliseconds{10}, seconds{90}));
   t.push_back(flag("greylist.enable", "yes", "Greylist unknown (client network, sender, recipient) triplets.",
                    &cfg::greylist_enable));
-  t.push_back({"greylist.delay", "300s", "How long a new triplet is deferred.", false, false,
-               [](cfg& c, const values& v) {
-                 return set_duration(c.greylist.delay, one(v), milliseconds{0}, hours{24});
-               }});
+  t.push_back(
+      {"greylist.delay", "300s", "How long a new triplet is deferred.", false, false,
+       [](cfg& c, const values& v) { return set_duration(c.greylist.delay, one(v), milliseconds{0}, hours{24}); }});
   t.push_back({"greylist.retry_window", "2d",
-               "A retry must come within this time after the first attempt, or greylisting starts over.", false,
-               false, [](cfg& c, const values& v) {
+               "A retry must come within this time after the first attempt, or greylisting starts over.", false, false,
+               [](cfg& c, const values& v) {
                  return set_duration(c.greylist.retry_window, one(v), seconds{1}, hours{24 * 30});
                }});
-  t.push_back({"greylist.max_age", "35d", "Passed triplets not seen for this long are forgotten.", false, false,
-               [](cfg& c, const values& v) {
-                 return set_duration(c.greylist.max_age, one(v), seconds{1}, hours{24 * 3650});
-               }});
+  t.push_back(
+      {"greylist.max_age", "35d", "Passed triplets not seen for this long are forgotten.", false, false,
+       [](cfg& c, const values& v) { return set_duration(c.greylist.max_age, one(v), seconds{1}, hours{24 * 3650}); }});
   t.push_back(num("greylist.ipv4_prefix", "24", "IPv4 clients are grouped by this prefix length.",
                   &cfg::greylist_ipv4_prefix, 8, 32));
   t.push_back(num("greylist.ipv6_prefix", "64", "IPv6 clients are grouped by this prefix length.",
@@ -208,8 +206,8 @@ std::vector<spec> make_table() {
                  return c.greylist_header.empty() ? std::string{"must not be empty"} : std::string{};
                }});
   t.push_back({"greylist.on_db_error", "dunno",
-               "When the database cannot answer in time: dunno (fail open, let mail through) or defer (451).",
-               false, false, [](cfg& c, const values& v) {
+               "When the database cannot answer in time: dunno (fail open, let mail through) or defer (451).", false,
+               false, [](cfg& c, const values& v) {
                  return set_choice(c.greylist_on_db_error, one(v), {"dunno", "defer"});
                }});
   t.push_back(files("allowlist.client_files",
@@ -220,8 +218,8 @@ std::vector<spec> make_table() {
                     &cfg::allowlist_recipient_files));
   t.push_back(files("allowlist.sender_files", "Sender allow-list files, same syntax as recipient files.",
                     &cfg::allowlist_sender_files));
-  t.push_back(flag("allowlist.database", "yes", "Also load the allowlist table from the database.",
-                   &cfg::allowlist_database));
+  t.push_back(
+      flag("allowlist.database", "yes", "Also load the allowlist table from the database.", &cfg::allowlist_database));
   t.push_back(flag("event_log.enable", "yes", "Record every request's envelope in the event_log table.",
                    &cfg::event_log_enable));
   t.push_back(dur("event_log.flush_interval", "1s", "Write buffered event-log rows at least this often.",

@@ -10,8 +10,7 @@
 namespace lupine::policyd {
 namespace asio = boost::asio;
 
-event_log::event_log(asio::any_io_executor ex, db_pool& db, event_log_options opts)
-    : db_{db}, opts_{opts}, wake_{ex} {
+event_log::event_log(asio::any_io_executor ex, db_pool& db, event_log_options opts) : db_{db}, opts_{opts}, wake_{ex} {
   wake_.expires_at(std::chrono::steady_clock::time_point::max());
 }
 

@@ -15,16 +15,24 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_alnum(char c) { return is_digit(c) || (c >= 'a' && c <= 'z'); }
+bool is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_alnum(char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'z');
+}
 
 // A BATV tag: 10 characters, hex (the usual "KDDDSSSSSS" form).
 bool is_batv_tag(std::string_view t) {
   return t.size() == 10 && std::all_of(t.begin(), t.end(), is_hex);
 }
 
-bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+bool starts_with(std::string_view s, std::string_view p) {
+  return s.substr(0, p.size()) == p;
+}
 
 // prvs=TAG=local or prvs=local=TAG (both orders exist in the wild).
 std::string strip_batv(std::string local) {
@@ -108,7 +116,9 @@ std::string fold_tags(const std::string& local) {
 
 }  // namespace
 
-std::string normalize_recipient(std::string_view recipient) { return lower(recipient); }
+std::string normalize_recipient(std::string_view recipient) {
+  return lower(recipient);
+}
 
 std::string normalize_sender(std::string_view sender, std::string_view recipient) {
   if (sender.empty() || sender == "<>") return "<>";
@@ -132,8 +142,7 @@ std::string normalize_sender(std::string_view sender, std::string_view recipient
   return local + domain;
 }
 
-greylist_step_result greylist_step(const std::optional<greylist_entry>& prior, sys_time now,
-                                   const greylist_params& p) {
+greylist_step_result greylist_step(const std::optional<greylist_entry>& prior, sys_time now, const greylist_params& p) {
   using std::chrono::ceil;
   auto fresh = [&](greylist_outcome o) {
     greylist_step_result r{o, greylist_entry{now, now, std::nullopt, 1}};

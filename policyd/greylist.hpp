@@ -44,17 +44,17 @@ struct greylist_entry {
 };
 
 enum class greylist_outcome {
-  first_seen,    // new (or expired / restarted) triplet: deferred
-  too_early,     // retried before the delay: deferred, clock kept
-  restarted,     // retried after the retry window: deferred as new
-  passed_now,    // first retry after the delay: accepted
-  passed_before, // an already passed triplet: accepted
+  first_seen,     // new (or expired / restarted) triplet: deferred
+  too_early,      // retried before the delay: deferred, clock kept
+  restarted,      // retried after the retry window: deferred as new
+  passed_now,     // first retry after the delay: accepted
+  passed_before,  // an already passed triplet: accepted
 };
 
 struct greylist_step_result {
   greylist_outcome outcome;
-  greylist_entry entry;          // the state to store
-  std::chrono::seconds wait{0};  // deferred: seconds until the triplet may pass (>= 1)
+  greylist_entry entry;             // the state to store
+  std::chrono::seconds wait{0};     // deferred: seconds until the triplet may pass (>= 1)
   std::chrono::seconds delayed{0};  // passed_now: how long it was held back
   bool deferred() const {
     return outcome == greylist_outcome::first_seen || outcome == greylist_outcome::too_early ||
@@ -62,8 +62,7 @@ struct greylist_step_result {
   }
 };
 
-greylist_step_result greylist_step(const std::optional<greylist_entry>& prior, sys_time now,
-                                   const greylist_params& p);
+greylist_step_result greylist_step(const std::optional<greylist_entry>& prior, sys_time now, const greylist_params& p);
 
 std::string_view to_string(greylist_outcome o);
 

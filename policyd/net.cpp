@@ -53,7 +53,9 @@ bool cidr::contains(const ip_address& a) const {
   return mask(u, prefix) == network;
 }
 
-std::string cidr::to_string() const { return network.to_string() + "/" + std::to_string(prefix); }
+std::string cidr::to_string() const {
+  return network.to_string() + "/" + std::to_string(prefix);
+}
 
 std::optional<cidr> parse_cidr(std::string_view text) {
   if (text.empty()) return std::nullopt;

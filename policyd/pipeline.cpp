@@ -17,7 +17,9 @@ std::string_view to_string(verdict v) {
   return "unknown";
 }
 
-bool is_final(verdict v) { return v != verdict::continue_ && v != verdict::prepend; }
+bool is_final(verdict v) {
+  return v != verdict::continue_ && v != verdict::prepend;
+}
 
 decision decide(const std::vector<check_result>& results) {
   decision d;

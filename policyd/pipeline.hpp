@@ -16,8 +16,8 @@
 #include <string_view>
 #include <vector>
 
-#include <boost/asio/awaitable.hpp>
 #include <fmt/format.h>
+#include <boost/asio/awaitable.hpp>
 
 #include "policyd/greylist.hpp"
 #include "policyd/protocol.hpp"
@@ -31,10 +31,10 @@ bool is_final(verdict v);
 
 struct check_result {
   verdict v = verdict::continue_;
-  std::string action;   // the full reply for final verdicts, e.g. "DEFER_IF_PERMIT 4.7.1 ..."
-  std::string header;   // for prepend: "X-Greylist: ..."
-  std::string reason;   // short token for logs: "greylist_new", "allowlist"
-  std::string detail;   // free text for logs: "client 192.0.2.0/24"
+  std::string action;  // the full reply for final verdicts, e.g. "DEFER_IF_PERMIT 4.7.1 ..."
+  std::string header;  // for prepend: "X-Greylist: ..."
+  std::string reason;  // short token for logs: "greylist_new", "allowlist"
+  std::string detail;  // free text for logs: "client 192.0.2.0/24"
   double score = 0;
   bool degraded = false;
 };

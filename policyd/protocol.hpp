@@ -40,13 +40,13 @@ class policy_request {
 
 enum class protocol_error {
   none,
-  no_equals,            // a line without '='
-  empty_name,           // "=value"
-  nul_byte,             // a NUL anywhere
+  no_equals,   // a line without '='
+  empty_name,  // "=value"
+  nul_byte,    // a NUL anywhere
   line_too_long,
   too_many_attributes,
   request_too_large,
-  not_a_policy_request, // missing or other `request=` value
+  not_a_policy_request,  // missing or other `request=` value
 };
 
 std::string_view to_string(protocol_error e);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -21,7 +22,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <fmt/format.h>
 
 #include "core/log.hpp"
 #include "policyd/checks/greylist_check.hpp"
@@ -52,11 +52,16 @@ std::shared_ptr<const allowlist> build_allowlist(const policyd_config& cfg,
   }
   for (const auto& [kind, value] : db_rows) {
     std::string err;
-    if (kind == "client") err = a->clients.add_cidr(value);
-    else if (kind == "client_name") err = a->clients.add_name(value);
-    else if (kind == "sender") err = a->senders.add(value);
-    else if (kind == "recipient") err = a->recipients.add(value);
-    else err = "unknown kind";
+    if (kind == "client")
+      err = a->clients.add_cidr(value);
+    else if (kind == "client_name")
+      err = a->clients.add_name(value);
+    else if (kind == "sender")
+      err = a->senders.add(value);
+    else if (kind == "recipient")
+      err = a->recipients.add(value);
+    else
+      err = "unknown kind";
     if (!err.empty()) problems.push_back(fmt::format("allowlist table: {} {}: {}", kind, value, err));
   }
   return a;
@@ -348,8 +353,7 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
         if (*timed_out) {
           why = buf.empty() ? "idle_timeout" : "request_timeout";
           if (!buf.empty()) {
-            log(log_level::warning, "client_stalled", "{} bytes={} requests={}", kv("peer", peer), buf.size(),
-                served);
+            log(log_level::warning, "client_stalled", "{} bytes={} requests={}", kv("peer", peer), buf.size(), served);
           }
         } else if (stopping) {
           why = "shutdown";
@@ -378,9 +382,9 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
 
 void server::impl::log_decision(const policy_request& req, const decision& d, std::chrono::microseconds took) {
   log(log_level::info, "decision", "verdict={} {} score={} {} {} {} {} {} {} {} ms={:.3f}{}{}", d.v,
-      kv("reason", d.reason), d.score, kv("state", req.get("protocol_state")),
-      kv("client", req.get("client_address")), kv("helo", req.get("helo_name")), kv("sender", req.get("sender")),
-      kv("rcpt", req.get("recipient")), kv("instance", req.get("instance")), kv("queue_id", req.get("queue_id")),
+      kv("reason", d.reason), d.score, kv("state", req.get("protocol_state")), kv("client", req.get("client_address")),
+      kv("helo", req.get("helo_name")), kv("sender", req.get("sender")), kv("rcpt", req.get("recipient")),
+      kv("instance", req.get("instance")), kv("queue_id", req.get("queue_id")),
       static_cast<double>(took.count()) / 1000.0, d.detail.empty() ? "" : " ",
       d.detail.empty() ? std::string{} : kv("detail", d.detail));
 }

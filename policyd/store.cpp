@@ -15,8 +15,12 @@ using std::chrono::duration_cast;
 using std::chrono::microseconds;
 using std::chrono::milliseconds;
 
-long long to_us(sys_time t) { return duration_cast<microseconds>(t.time_since_epoch()).count(); }
-sys_time from_us(long long us) { return sys_time{duration_cast<sys_time::duration>(microseconds{us})}; }
+long long to_us(sys_time t) {
+  return duration_cast<microseconds>(t.time_since_epoch()).count();
+}
+sys_time from_us(long long us) {
+  return sys_time{duration_cast<sys_time::duration>(microseconds{us})};
+}
 
 // "2026-11-27 17:54:32.123456+00"
 std::string iso(sys_time t) {
@@ -24,12 +28,11 @@ std::string iso(sys_time t) {
   std::time_t secs = static_cast<std::time_t>(us / 1'000'000);
   std::tm tm{};
   gmtime_r(&secs, &tm);
-  return fmt::format("{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, us % 1'000'000);
+  return fmt::format("{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                     tm.tm_hour, tm.tm_min, tm.tm_sec, us % 1'000'000);
 }
 
 constexpr long long maintenance_lock_key = 0x4c7570696e66;
-
 
 }  // namespace
 
@@ -74,8 +77,7 @@ std::string to_valid_utf8(std::string_view s) {
   return out;
 }
 
-greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_time now,
-                                  const greylist_db_params& p) {
+greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_time now, const greylist_db_params& p) {
   greylist_answer ans;
   const long long now_us = to_us(now);
   pqxx::work tx{s.conn};
@@ -91,9 +93,10 @@ greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_ti
         ans.auto_allowed = true;
         // Keep it alive, but write at most about once per hour per client.
         if (now - last_seen > std::chrono::hours{1} || now - last_seen > p.awl_max_age / 10) {
-          tx.exec_params("UPDATE greylist_awl SET last_seen = to_timestamp($2::bigint / 1000000.0) "
-                         "WHERE client_addr = $1",
-                         key.client_addr, now_us);
+          tx.exec_params(
+              "UPDATE greylist_awl SET last_seen = to_timestamp($2::bigint / 1000000.0) "
+              "WHERE client_addr = $1",
+              key.client_addr, now_us);
         }
         tx.commit();
         return ans;
@@ -174,20 +177,37 @@ std::vector<std::pair<std::string, std::string>> load_allowlist_rows(db_session&
 }
 
 void write_event_rows(db_session& s, const std::vector<event_row>& rows) {
-  static const std::vector<std::string> columns{
-      "ts", "policyd", "postfix_instance", "queue_id", "protocol_state", "client_address", "client_name",
-      "reverse_client_name", "helo_name", "sender", "recipient", "recipient_count", "size", "sasl_username",
-      "sasl_method", "policy_context", "verdict", "action", "reason", "score", "elapsed_us"};
+  static const std::vector<std::string> columns{"ts",
+                                                "policyd",
+                                                "postfix_instance",
+                                                "queue_id",
+                                                "protocol_state",
+                                                "client_address",
+                                                "client_name",
+                                                "reverse_client_name",
+                                                "helo_name",
+                                                "sender",
+                                                "recipient",
+                                                "recipient_count",
+                                                "size",
+                                                "sasl_username",
+                                                "sasl_method",
+                                                "policy_context",
+                                                "verdict",
+                                                "action",
+                                                "reason",
+                                                "score",
+                                                "elapsed_us"};
   pqxx::work tx{s.conn};
   pqxx::stream_to out{tx, "event_log", columns};
   for (const auto& r : rows) {
     std::optional<std::string> addr;
     if (parse_ip(r.client_address)) addr = r.client_address;
     auto u = [](const std::string& v) { return to_valid_utf8(v); };
-    out << std::make_tuple(iso(r.ts), u(r.policyd), u(r.postfix_instance), u(r.queue_id), u(r.protocol_state),
-                           addr, u(r.client_name), u(r.reverse_client_name), u(r.helo_name), u(r.sender),
-                           u(r.recipient), r.recipient_count, r.size, u(r.sasl_username), u(r.sasl_method),
-                           u(r.policy_context), r.verdict, u(r.action), u(r.reason), r.score, r.elapsed_us);
+    out << std::make_tuple(iso(r.ts), u(r.policyd), u(r.postfix_instance), u(r.queue_id), u(r.protocol_state), addr,
+                           u(r.client_name), u(r.reverse_client_name), u(r.helo_name), u(r.sender), u(r.recipient),
+                           r.recipient_count, r.size, u(r.sasl_username), u(r.sasl_method), u(r.policy_context),
+                           r.verdict, u(r.action), u(r.reason), r.score, r.elapsed_us);
   }
   out.complete();
   tx.commit();
@@ -198,8 +218,7 @@ maintenance_report run_maintenance(db_session& s, sys_time now, const maintenanc
   const long long now_us = to_us(now);
   {
     pqxx::work tx{s.conn};
-    bool got = tx.exec1("SELECT pg_try_advisory_xact_lock(" + std::to_string(maintenance_lock_key) + ")")[0]
-                   .as<bool>();
+    bool got = tx.exec1("SELECT pg_try_advisory_xact_lock(" + std::to_string(maintenance_lock_key) + ")")[0].as<bool>();
     if (!got) return rep;
     rep.ran = true;
     rep.partitions_created = tx.exec1("SELECT event_log_ensure_partitions(2)")[0].as<int>();

@@ -39,17 +39,15 @@ struct greylist_answer {
 // Looks the client up in the auto-allow-list, then runs greylist_step on the triplet's row
 // (locked FOR UPDATE, so two instances seeing the same triplet at once agree) and stores
 // the new state. A pass counts towards the client's auto-allow-list.
-greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_time now,
-                                  const greylist_db_params& p);
+greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_time now, const greylist_db_params& p);
 
 // (kind, value) rows of the allowlist table.
 std::vector<std::pair<std::string, std::string>> load_allowlist_rows(db_session& s);
 
 struct event_row {
   sys_time ts;
-  std::string policyd, postfix_instance, queue_id, protocol_state, client_address, client_name,
-      reverse_client_name, helo_name, sender, recipient, sasl_username, sasl_method, policy_context,
-      verdict, action, reason;
+  std::string policyd, postfix_instance, queue_id, protocol_state, client_address, client_name, reverse_client_name,
+      helo_name, sender, recipient, sasl_username, sasl_method, policy_context, verdict, action, reason;
   long long recipient_count = 0;
   long long size = 0;
   double score = 0;

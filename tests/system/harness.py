@@ -84,12 +84,12 @@ def _psql_binary():
     cands = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))
     if cands:
         return cands[-1]
-    raise unittest.SkipTest("psql not found")
+    raise RuntimeError("psql not found")
 
 
 def require_dsn():
     if not TEST_DSN:
-        raise unittest.SkipTest("LUPINE_TEST_DSN is not set (scripts/test.sh sets it; "
+        raise RuntimeError("LUPINE_TEST_DSN is not set (scripts/test.sh sets it; "
                                 "or: export LUPINE_TEST_DSN=$(scripts/pg_up.sh /tmp/pg postgres))")
     return TEST_DSN
 

@@ -80,12 +80,10 @@ std::vector<lupine::option_spec<toy_config>> toy_table() {
   t.push_back({"delay", "5m", "How long.", false, false, [last](toy_config& c, const values& v) {
                  return lupine::set_duration(c.delay, last(v), milliseconds{0}, hours{24});
                }});
-  t.push_back({"count", "3", "How many.", false, false, [last](toy_config& c, const values& v) {
-                 return lupine::set_uint(c.count, last(v), 1, 10);
-               }});
-  t.push_back({"feature.enable", "no", "Whether.", false, false, [last](toy_config& c, const values& v) {
-                 return lupine::set_bool(c.enable, last(v));
-               }});
+  t.push_back({"count", "3", "How many.", false, false,
+               [last](toy_config& c, const values& v) { return lupine::set_uint(c.count, last(v), 1, 10); }});
+  t.push_back({"feature.enable", "no", "Whether.", false, false,
+               [last](toy_config& c, const values& v) { return lupine::set_bool(c.enable, last(v)); }});
   t.push_back({"files", "", "Which.", true, false, [](toy_config& c, const values& v) {
                  c.files = v;
                  return std::string{};
@@ -157,13 +155,13 @@ TEST_SUITE("config") {
   }
 
   TEST_CASE("a formatted duration parses back to the same value") {
-    const milliseconds values[] = {milliseconds{1}, milliseconds{999}, seconds{1}, seconds{330}, minutes{10},
-                                   hours{1}, hours{24 * 180}, hours{24 * 3650}};
+    const milliseconds values[] = {milliseconds{1}, milliseconds{999}, seconds{1},      seconds{330},
+                                   minutes{10},     hours{1},          hours{24 * 180}, hours{24 * 3650}};
     for (auto d : values) {
       auto text = lupine::format_duration(d);
       auto back = lupine::parse_duration(text);
-      CHECK_MESSAGE(back == std::optional<milliseconds>{d}, "formatted ", d.count(), "ms as \"", text,
-                    "\": got ", show(back), ", want ", d.count(), "ms");
+      CHECK_MESSAGE(back == std::optional<milliseconds>{d}, "formatted ", d.count(), "ms as \"", text, "\": got ",
+                    show(back), ", want ", d.count(), "ms");
     }
   }
 
@@ -174,10 +172,19 @@ TEST_SUITE("config") {
       std::optional<bool> want;
     };
     const tc cases[] = {
-        {"yes", "yes", true},     {"true", "true", true},  {"on", "on", true},       {"1", "1", true},
-        {"no", "no", false},      {"false", "false", false}, {"off", "off", false},  {"0", "0", false},
-        {"empty", "", std::nullopt}, {"Yes is not yes", "Yes", std::nullopt}, {"y", "y", std::nullopt},
-        {"2", "2", std::nullopt}, {"padded", " yes", std::nullopt},
+        {"yes", "yes", true},
+        {"true", "true", true},
+        {"on", "on", true},
+        {"1", "1", true},
+        {"no", "no", false},
+        {"false", "false", false},
+        {"off", "off", false},
+        {"0", "0", false},
+        {"empty", "", std::nullopt},
+        {"Yes is not yes", "Yes", std::nullopt},
+        {"y", "y", std::nullopt},
+        {"2", "2", std::nullopt},
+        {"padded", " yes", std::nullopt},
     };
     for (const auto& c : cases) {
       SUBCASE(c.label) {
@@ -242,8 +249,8 @@ TEST_SUITE("config") {
   }
 
   TEST_CASE("parses -o overrides as key=value, trimming spaces around the '='") {
-    auto got = lupine::parse_overrides({"delay=60s", "count = 4", "files=a", "files=b", "feature.enable=x=y"},
-                                       toy_keys);
+    auto got =
+        lupine::parse_overrides({"delay=60s", "count = 4", "files=a", "files=b", "feature.enable=x=y"}, toy_keys);
     CHECK_MESSAGE(got["delay"] == std::vector<std::string>{"60s"}, "got ", show(got["delay"]));
     CHECK_MESSAGE(got["count"] == std::vector<std::string>{"4"}, "got ", show(got["count"]));
     CHECK_MESSAGE(got["files"] == (std::vector<std::string>{"a", "b"}), "got ", show(got["files"]),

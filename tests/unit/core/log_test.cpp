@@ -17,7 +17,9 @@ std::vector<std::pair<log_level, std::string>>& captured() {
   return lines;
 }
 
-void capture(log_level lvl, std::string_view line) { captured().emplace_back(lvl, std::string{line}); }
+void capture(log_level lvl, std::string_view line) {
+  captured().emplace_back(lvl, std::string{line});
+}
 
 // Routes log lines to captured() for the scope and restores the previous level after.
 struct capture_logs {

@@ -20,7 +20,9 @@ using lupine::policyd::allowlist;
 using lupine::policyd::client_list;
 using lupine::policyd::policy_request;
 
-std::string show(const std::optional<std::string>& m) { return m ? "\"" + *m + "\"" : std::string{"nullopt"}; }
+std::string show(const std::optional<std::string>& m) {
+  return m ? "\"" + *m + "\"" : std::string{"nullopt"};
+}
 
 std::string show(const std::vector<std::string>& v) {
   std::string out = "[";
@@ -133,12 +135,8 @@ TEST_SUITE("allowlist") {
       const char* entry;
     };
     const tc cases[] = {
-        {"prefix over 32", "1.2.3.4/33"},
-        {"bad prefix", "192.0.2.0/x"},
-        {"name without a dot", "localhost"},
-        {"spaces", "mail example com"},
-        {"bad regex", "/(unclosed/"},
-        {"empty", ""},
+        {"prefix over 32", "1.2.3.4/33"}, {"bad prefix", "192.0.2.0/x"}, {"name without a dot", "localhost"},
+        {"spaces", "mail example com"},   {"bad regex", "/(unclosed/"},  {"empty", ""},
         {"wildcard", "*.example.com"},
     };
     for (const auto& c : cases) {
@@ -296,8 +294,8 @@ TEST_SUITE("allowlist") {
          "sender newsletter.example"},
         {"client wins over recipient", request("192.0.2.5", "unknown", "a@x.test", "postmaster@y.test"),
          "client 192.0.2.0/24"},
-        {"recipient wins over sender", request("203.0.113.5", "unknown", "news@newsletter.example", "postmaster@y.test"),
-         "recipient postmaster@"},
+        {"recipient wins over sender",
+         request("203.0.113.5", "unknown", "news@newsletter.example", "postmaster@y.test"), "recipient postmaster@"},
         {"nothing matches", request("203.0.113.5", "mail.other.test", "a@x.test", "b@y.test"), std::nullopt},
     };
     for (const auto& c : cases) {

@@ -206,8 +206,7 @@ TEST_SUITE("policyd config") {
   }
 
   TEST_CASE("every bad value is reported, each on its own line") {
-    auto what = load_error({{"greylist.delay", {"soon"}}, {"db.threads", {"0"}}},
-                           {{"greylist.enable", {"perhaps"}}});
+    auto what = load_error({{"greylist.delay", {"soon"}}, {"db.threads", {"0"}}}, {{"greylist.enable", {"perhaps"}}});
     INFO("message: ", what);
     CHECK(what.find("greylist.delay") != std::string::npos);
     CHECK(what.find("db.threads") != std::string::npos);
@@ -244,8 +243,8 @@ TEST_SUITE("policyd config") {
                         {{"greylist.delay", {c.delay}}, {"greylist.retry_window", {c.retry_window}}});
         auto problems = lupine::policyd::validate(cfg);
         bool got = problems.find("retry_window") != std::string::npos;
-        CHECK_MESSAGE(got == c.want_problem, "delay ", c.delay, ", retry_window ", c.retry_window, ": got \"",
-                      problems, "\"");
+        CHECK_MESSAGE(got == c.want_problem, "delay ", c.delay, ", retry_window ", c.retry_window, ": got \"", problems,
+                      "\"");
       }
     }
   }
@@ -264,8 +263,8 @@ TEST_SUITE("policyd config") {
     text << in.rdbuf();
     const std::string doc = text.str();
     for (const auto& spec : policyd_options()) {
-      CHECK_MESSAGE(doc.find("`" + spec.key + "`") != std::string::npos, "docs/config.md does not document `",
-                    spec.key, "`");
+      CHECK_MESSAGE(doc.find("`" + spec.key + "`") != std::string::npos, "docs/config.md does not document `", spec.key,
+                    "`");
     }
   }
 }

@@ -19,12 +19,16 @@ using std::chrono::hours;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-std::string show(greylist_outcome o) { return std::string{lupine::policyd::to_string(o)}; }
+std::string show(greylist_outcome o) {
+  return std::string{lupine::policyd::to_string(o)};
+}
 
 // 2024-03-01T12:00:00Z; any fixed instant works, nothing reads the real clock.
 const sys_time t0 = sys_time{seconds{1709294400}};
 
-std::string at(sys_time t) { return std::to_string(std::chrono::duration_cast<seconds>(t - t0).count()) + "s"; }
+std::string at(sys_time t) {
+  return std::to_string(std::chrono::duration_cast<seconds>(t - t0).count()) + "s";
+}
 
 // The defaults: delay 300s, retry_window 2d, max_age 35d.
 const greylist_params params{};
@@ -247,8 +251,8 @@ TEST_SUITE("greylist") {
   TEST_CASE("a pending triplet that did not retry within the retry window starts over") {
     auto first = greylist_step(std::nullopt, t0, params);
     auto within = greylist_step(first.entry, t0 + hours{48}, params);
-    CHECK_MESSAGE(within.outcome == greylist_outcome::passed_now, "at exactly the window: got ",
-                  show(within.outcome), ", want greylist_passed");
+    CHECK_MESSAGE(within.outcome == greylist_outcome::passed_now, "at exactly the window: got ", show(within.outcome),
+                  ", want greylist_passed");
 
     auto now = t0 + hours{48} + seconds{1};
     auto r = greylist_step(first.entry, now, params);

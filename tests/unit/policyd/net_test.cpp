@@ -16,11 +16,17 @@ using lupine::policyd::ip_address;
 using lupine::policyd::parse_cidr;
 using lupine::policyd::parse_ip;
 
-std::string show(const std::optional<ip_address>& a) { return a ? a->to_string() : std::string{"nullopt"}; }
-std::string show(const std::optional<cidr>& c) { return c ? c->to_string() : std::string{"nullopt"}; }
+std::string show(const std::optional<ip_address>& a) {
+  return a ? a->to_string() : std::string{"nullopt"};
+}
+std::string show(const std::optional<cidr>& c) {
+  return c ? c->to_string() : std::string{"nullopt"};
+}
 
 // An address as boost parses it, without parse_ip's v4-mapped unwrapping.
-ip_address raw(const char* text) { return boost::asio::ip::make_address(text); }
+ip_address raw(const char* text) {
+  return boost::asio::ip::make_address(text);
+}
 
 }  // namespace
 

@@ -30,9 +30,13 @@ using lupine::policyd::policy_request;
 using lupine::policyd::request_context;
 using lupine::policyd::verdict;
 
-std::string show(verdict v) { return std::string{lupine::policyd::to_string(v)}; }
+std::string show(verdict v) {
+  return std::string{lupine::policyd::to_string(v)};
+}
 
-check_result cont(std::string reason = {}) { return {verdict::continue_, "", "", std::move(reason), "", 0, false}; }
+check_result cont(std::string reason = {}) {
+  return {verdict::continue_, "", "", std::move(reason), "", 0, false};
+}
 check_result prepend(std::string header, std::string reason = "greylist_passed") {
   return {verdict::prepend, "", std::move(header), std::move(reason), "", 0, false};
 }
@@ -66,7 +70,8 @@ class fake_check : public check {
 // Runs p on a local io_context and returns its decision (or rethrows what it threw).
 decision run_pipeline(const pipeline& p, const policy_request& req) {
   boost::asio::io_context io;
-  request_context ctx{req, std::chrono::system_clock::now(), std::chrono::steady_clock::now() + std::chrono::seconds{5}};
+  request_context ctx{req, std::chrono::system_clock::now(),
+                      std::chrono::steady_clock::now() + std::chrono::seconds{5}};
   std::optional<decision> out;
   std::exception_ptr error;
   boost::asio::co_spawn(io, p.run(ctx), [&](std::exception_ptr e, decision d) {
@@ -102,42 +107,79 @@ TEST_SUITE("pipeline") {
     const tc cases[] = {
         {"no checks say anything", {}, verdict::continue_, "DUNNO", ""},
         {"only continues", {cont("a"), cont()}, verdict::continue_, "DUNNO", "a"},
-        {"pass replies DUNNO", {final_result(verdict::pass, "OK ignored", "allowlist")}, verdict::pass, "DUNNO",
+        {"pass replies DUNNO",
+         {final_result(verdict::pass, "OK ignored", "allowlist")},
+         verdict::pass,
+         "DUNNO",
          "allowlist"},
-        {"accept without action replies OK", {final_result(verdict::accept, "", "trusted")}, verdict::accept, "OK",
+        {"accept without action replies OK",
+         {final_result(verdict::accept, "", "trusted")},
+         verdict::accept,
+         "OK",
          "trusted"},
-        {"accept keeps its own action", {final_result(verdict::accept, "OK allow-listed", "trusted")},
-         verdict::accept, "OK allow-listed", "trusted"},
-        {"defer carries its action", {cont("checked"), final_result(verdict::defer_if_permit, greylisted, "greylist_new")},
-         verdict::defer_if_permit, greylisted, "checked,greylist_new"},
+        {"accept keeps its own action",
+         {final_result(verdict::accept, "OK allow-listed", "trusted")},
+         verdict::accept,
+         "OK allow-listed",
+         "trusted"},
+        {"defer carries its action",
+         {cont("checked"), final_result(verdict::defer_if_permit, greylisted, "greylist_new")},
+         verdict::defer_if_permit,
+         greylisted,
+         "checked,greylist_new"},
         {"first final verdict wins",
          {final_result(verdict::defer, "DEFER 4.7.1 later", "first"),
           final_result(verdict::reject, "REJECT 5.7.1 no", "second")},
-         verdict::defer, "DEFER 4.7.1 later", "first"},
+         verdict::defer,
+         "DEFER 4.7.1 later",
+         "first"},
         {"pass stops a later reject",
          {final_result(verdict::pass, "", "allowlist"), final_result(verdict::reject, "REJECT 5.7.1 no", "rbl")},
-         verdict::pass, "DUNNO", "allowlist"},
-        {"reject", {final_result(verdict::reject, "REJECT 5.7.1 blocked", "rbl")}, verdict::reject,
-         "REJECT 5.7.1 blocked", "rbl"},
+         verdict::pass,
+         "DUNNO",
+         "allowlist"},
+        {"reject",
+         {final_result(verdict::reject, "REJECT 5.7.1 blocked", "rbl")},
+         verdict::reject,
+         "REJECT 5.7.1 blocked",
+         "rbl"},
         {"hold", {final_result(verdict::hold, "HOLD suspicious", "score")}, verdict::hold, "HOLD suspicious", "score"},
-        {"prepend alone becomes PREPEND", {prepend("X-Greylist: delayed 300 seconds")}, verdict::prepend,
-         "PREPEND X-Greylist: delayed 300 seconds", "greylist_passed"},
+        {"prepend alone becomes PREPEND",
+         {prepend("X-Greylist: delayed 300 seconds")},
+         verdict::prepend,
+         "PREPEND X-Greylist: delayed 300 seconds",
+         "greylist_passed"},
         {"prepend then pass keeps the header",
-         {prepend("X-Greylist: delayed 300 seconds"), final_result(verdict::pass, "", "allowlist")}, verdict::prepend,
-         "PREPEND X-Greylist: delayed 300 seconds", "greylist_passed,allowlist"},
-        {"prepend then continue keeps the header", {prepend("X-Greylist: delayed 300 seconds"), cont("rbl_clean")},
-         verdict::prepend, "PREPEND X-Greylist: delayed 300 seconds", "greylist_passed,rbl_clean"},
+         {prepend("X-Greylist: delayed 300 seconds"), final_result(verdict::pass, "", "allowlist")},
+         verdict::prepend,
+         "PREPEND X-Greylist: delayed 300 seconds",
+         "greylist_passed,allowlist"},
+        {"prepend then continue keeps the header",
+         {prepend("X-Greylist: delayed 300 seconds"), cont("rbl_clean")},
+         verdict::prepend,
+         "PREPEND X-Greylist: delayed 300 seconds",
+         "greylist_passed,rbl_clean"},
         {"prepend then defer drops the header",
-         {prepend("X-Greylist: delayed 300 seconds"), final_result(verdict::defer_if_permit, greylisted, "greylist_new")},
-         verdict::defer_if_permit, greylisted, "greylist_passed,greylist_new"},
+         {prepend("X-Greylist: delayed 300 seconds"),
+          final_result(verdict::defer_if_permit, greylisted, "greylist_new")},
+         verdict::defer_if_permit,
+         greylisted,
+         "greylist_passed,greylist_new"},
         {"prepend then reject drops the header",
          {prepend("X-Greylist: delayed 300 seconds"), final_result(verdict::reject, "REJECT 5.7.1 no", "rbl")},
-         verdict::reject, "REJECT 5.7.1 no", "greylist_passed,rbl"},
-        {"the first header wins", {prepend("X-First: 1", "a"), prepend("X-Second: 2", "b")}, verdict::prepend,
-         "PREPEND X-First: 1", "a,b"},
+         verdict::reject,
+         "REJECT 5.7.1 no",
+         "greylist_passed,rbl"},
+        {"the first header wins",
+         {prepend("X-First: 1", "a"), prepend("X-Second: 2", "b")},
+         verdict::prepend,
+         "PREPEND X-First: 1",
+         "a,b"},
         {"results after the final verdict are ignored",
-         {final_result(verdict::defer, "DEFER 4.7.1 later", "first"), prepend("X-Late: 1", "late")}, verdict::defer,
-         "DEFER 4.7.1 later", "first"},
+         {final_result(verdict::defer, "DEFER 4.7.1 later", "first"), prepend("X-Late: 1", "late")},
+         verdict::defer,
+         "DEFER 4.7.1 later",
+         "first"},
     };
     for (const auto& c : cases) {
       SUBCASE(c.label) {
@@ -182,8 +224,8 @@ TEST_SUITE("pipeline") {
   TEST_CASE("verdict names and finality") {
     CHECK_FALSE(lupine::policyd::is_final(verdict::continue_));
     CHECK_FALSE(lupine::policyd::is_final(verdict::prepend));
-    for (auto v : {verdict::pass, verdict::accept, verdict::defer_if_permit, verdict::defer, verdict::reject,
-                   verdict::hold}) {
+    for (auto v :
+         {verdict::pass, verdict::accept, verdict::defer_if_permit, verdict::defer, verdict::reject, verdict::hold}) {
       CHECK_MESSAGE(lupine::policyd::is_final(v), show(v), " should be final");
     }
     CHECK(show(verdict::defer_if_permit) == "defer_if_permit");
@@ -209,8 +251,8 @@ TEST_SUITE("pipeline") {
     pipeline p;
     p.add(std::make_unique<fake_check>("greylist", final_result(verdict::defer_if_permit, greylisted, "greylist_new"),
                                        calls_first));
-    p.add(std::make_unique<fake_check>("rbl", final_result(verdict::reject, "REJECT 5.7.1 listed", "rbl"),
-                                       calls_second));
+    p.add(
+        std::make_unique<fake_check>("rbl", final_result(verdict::reject, "REJECT 5.7.1 listed", "rbl"), calls_second));
     auto req = sample_request();
     auto d = run_pipeline(p, req);
     CHECK(calls_first == 1);

@@ -26,7 +26,9 @@ std::string show(status s) {
   return "?";
 }
 
-std::string show(protocol_error e) { return std::string{lupine::policyd::to_string(e)}; }
+std::string show(protocol_error e) {
+  return std::string{lupine::policyd::to_string(e)};
+}
 
 const std::string head = "request=smtpd_access_policy\n";
 
@@ -132,8 +134,9 @@ TEST_SUITE("protocol") {
     CHECK(req.get("ccert_subject") == "CN=mail,O=Example");
   }
 
-  TEST_CASE("keeps unknown attributes and repeated ones in order; get() returns the first") {
-    const std::string buf = head + "x_future_attribute=42\nrecipient=first@example.org\nrecipient=second@example.org\n\n";
+  TEST_CASE("keeps unknown attributes and repeated ones in order and get() returns the first") {
+    const std::string buf =
+        head + "x_future_attribute=42\nrecipient=first@example.org\nrecipient=second@example.org\n\n";
     policy_request req;
     auto r = parse_request(buf, {}, req);
     REQUIRE(r.state == status::complete);
