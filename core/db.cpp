@@ -85,6 +85,7 @@ db_session* db_pool::session() {
   try {
     auto s = std::make_unique<db_session>(opts_.dsn);
     pqxx::nontransaction tx{s->conn};
+    if (opts_.relaxed_commit) tx.exec("SET synchronous_commit = off");
     tx.exec(fmt::format("SET statement_timeout = {}; SET application_name = {}", opts_.statement_timeout.count(),
                         tx.quote(opts_.application_name)));
     st.session = std::move(s);

@@ -42,6 +42,11 @@ struct db_options {
   std::chrono::milliseconds statement_timeout{2000};
   std::chrono::milliseconds reconnect_interval{1000};
   std::string application_name = "lupine";
+  // Commit without waiting for the WAL flush (synchronous_commit = off) by default, for
+  // state that may be lost in a database crash without harm (greylist triplets: the
+  // sender is greylisted once more). Jobs whose rows must survive a crash say
+  // SET LOCAL synchronous_commit = on in their transaction.
+  bool relaxed_commit = false;
 };
 
 class db_pool {

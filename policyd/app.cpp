@@ -144,7 +144,7 @@ int app_main(int argc, char** argv) {
 
   boost::asio::io_context io{1};
   db_pool db{db_options{cfg.database, cfg.db_threads, cfg.db_max_inflight, cfg.db_statement_timeout,
-                        std::chrono::milliseconds{1000}, "lupine-policyd"}};
+                        std::chrono::milliseconds{1000}, "lupine-policyd", true}};
   server srv{io, cfg, db};
   std::vector<std::string> problems;
   auto lists = build_allowlist(cfg, db_rows, problems);

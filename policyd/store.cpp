@@ -77,91 +77,132 @@ std::string to_valid_utf8(std::string_view s) {
   return out;
 }
 
+namespace {
+
+// Times come back as microseconds since the epoch, exact (extract() returns numeric in
+// PostgreSQL 14+).
+constexpr const char* read_both_sql =
+    "SELECT a.passes, (extract(epoch FROM a.last_seen) * 1000000)::bigint,"
+    " (extract(epoch FROM g.first_seen) * 1000000)::bigint, (extract(epoch FROM g.last_seen) * 1000000)::bigint,"
+    " (extract(epoch FROM g.passed_at) * 1000000)::bigint, g.attempts"
+    " FROM (VALUES (1)) AS one (x)"
+    " LEFT JOIN greylist_awl a ON a.client_addr = $1"
+    " LEFT JOIN greylist g ON g.client_net = $2 AND g.sender = $3 AND g.recipient = $4";
+
+constexpr const char* lock_triplet_sql =
+    "SELECT (extract(epoch FROM first_seen) * 1000000)::bigint, (extract(epoch FROM last_seen) * 1000000)::bigint,"
+    " (extract(epoch FROM passed_at) * 1000000)::bigint, attempts"
+    " FROM greylist WHERE client_net = $1 AND sender = $2 AND recipient = $3 FOR UPDATE";
+
+greylist_entry to_entry(const pqxx::row& row, int first) {
+  greylist_entry e;
+  e.first_seen = from_us(row[first].as<long long>());
+  e.last_seen = from_us(row[first + 1].as<long long>());
+  if (!row[first + 2].is_null()) e.passed_at = from_us(row[first + 2].as<long long>());
+  e.attempts = row[first + 3].as<int>();
+  return e;
+}
+
+constexpr const char* insert_triplet_sql =
+    "INSERT INTO greylist (client_net, sender, recipient, first_seen, last_seen, attempts)"
+    " VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000000.0), to_timestamp($4::bigint / 1000000.0), 1)"
+    " ON CONFLICT DO NOTHING RETURNING 1";
+
+constexpr const char* touch_awl_sql =
+    "UPDATE greylist_awl SET last_seen = to_timestamp($2::bigint / 1000000.0) WHERE client_addr = $1";
+
+constexpr const char* update_triplet_sql =
+    "UPDATE greylist SET first_seen = to_timestamp($4::bigint / 1000000.0),"
+    " last_seen = to_timestamp($5::bigint / 1000000.0),"
+    " passed_at = CASE WHEN $6::bigint IS NULL THEN NULL ELSE to_timestamp($6::bigint / 1000000.0) END,"
+    " attempts = $7"
+    " WHERE client_net = $1 AND sender = $2 AND recipient = $3";
+
+constexpr const char* count_pass_sql =
+    "INSERT INTO greylist_awl (client_addr, passes, last_counted, last_seen)"
+    " VALUES ($1, 1, to_timestamp($2::bigint / 1000000.0), to_timestamp($2::bigint / 1000000.0))"
+    " ON CONFLICT (client_addr) DO UPDATE SET"
+    "  passes = CASE WHEN greylist_awl.last_counted <= to_timestamp(($2::bigint - $3::bigint) / 1000000.0)"
+    "           THEN greylist_awl.passes + 1 ELSE greylist_awl.passes END,"
+    "  last_counted = CASE WHEN greylist_awl.last_counted <= to_timestamp(($2::bigint - $3::bigint) / 1000000.0)"
+    "           THEN EXCLUDED.last_counted ELSE greylist_awl.last_counted END,"
+    "  last_seen = EXCLUDED.last_seen";
+
+// The greylist statements run on every decision: prepared once per connection, so the
+// server parses and plans them once.
+void prepare_greylist(db_session& s) {
+  if (!s.initialized.insert("greylist").second) return;
+  s.conn.prepare("gl_read", read_both_sql);
+  s.conn.prepare("gl_lock", lock_triplet_sql);
+  s.conn.prepare("gl_insert", insert_triplet_sql);
+  s.conn.prepare("gl_update", update_triplet_sql);
+  s.conn.prepare("gl_touch_awl", touch_awl_sql);
+  s.conn.prepare("gl_count_pass", count_pass_sql);
+}
+
+// Whether a row seen at `last_seen` needs its last_seen rewritten now: at most about hourly,
+// so that known senders and auto-allow-listed clients cost a read, not a write.
+bool needs_touch(sys_time last_seen, sys_time now, std::chrono::milliseconds max_age) {
+  auto every = std::min<std::chrono::milliseconds>(std::chrono::hours{1}, max_age / 10);
+  return now - last_seen > every;
+}
+
+}  // namespace
+
 greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_time now, const greylist_db_params& p) {
+  prepare_greylist(s);
   greylist_answer ans;
   const long long now_us = to_us(now);
-  pqxx::work tx{s.conn};
-  if (p.awl_clients > 0) {
-    auto r = tx.exec_params(
-        "SELECT passes, extract(epoch FROM last_seen)::float8 * 1000000 FROM greylist_awl WHERE client_addr = $1",
-        key.client_addr);
-    if (!r.empty()) {
-      ans.awl_passes = r[0][0].as<int>();
-      auto last_seen = from_us(static_cast<long long>(r[0][1].as<double>()));
-      bool fresh = now - last_seen <= p.awl_max_age;
-      if (ans.awl_passes >= static_cast<int>(p.awl_clients) && fresh) {
+  // 1. One unlocked read of both rows. Known triplets and auto-allow-listed clients, the
+  //    common case, end here: one round trip, no transaction, no write.
+  std::optional<greylist_entry> seen;
+  {
+    pqxx::nontransaction ntx{s.conn};
+    auto r = ntx.exec_prepared1("gl_read", key.client_addr, key.client_net, key.sender, key.recipient);
+    if (p.awl_clients > 0 && !r[0].is_null()) {
+      ans.awl_passes = r[0].as<int>();
+      auto last_seen = from_us(r[1].as<long long>());
+      if (ans.awl_passes >= static_cast<int>(p.awl_clients) && now - last_seen <= p.awl_max_age) {
         ans.auto_allowed = true;
-        // Keep it alive, but write at most about once per hour per client.
-        if (now - last_seen > std::chrono::hours{1} || now - last_seen > p.awl_max_age / 10) {
-          tx.exec_params(
-              "UPDATE greylist_awl SET last_seen = to_timestamp($2::bigint / 1000000.0) "
-              "WHERE client_addr = $1",
-              key.client_addr, now_us);
+        if (needs_touch(last_seen, now, p.awl_max_age)) {
+          ntx.exec_prepared("gl_touch_awl", key.client_addr, now_us);
         }
-        tx.commit();
+        return ans;
+      }
+    }
+    if (r[2].is_null()) {
+      // 2. A new triplet: insert it; if another instance did so first, take the locked path.
+      ans.step = greylist_step(std::nullopt, now, p.triplet);
+      auto ins = ntx.exec_prepared("gl_insert", key.client_net, key.sender, key.recipient, now_us);
+      if (!ins.empty()) return ans;
+    } else {
+      seen = to_entry(r, 2);
+      ans.step = greylist_step(seen, now, p.triplet);
+      if (ans.step.outcome == greylist_outcome::passed_before &&
+          !needs_touch(seen->last_seen, now, p.triplet.max_age)) {
         return ans;
       }
     }
   }
-  auto select = [&]() {
-    return tx.exec_params(
-        "SELECT extract(epoch FROM first_seen)::float8 * 1000000, extract(epoch FROM last_seen)::float8 * 1000000,"
-        " extract(epoch FROM passed_at)::float8 * 1000000, attempts"
-        " FROM greylist WHERE client_net = $1 AND sender = $2 AND recipient = $3 FOR UPDATE",
-        key.client_net, key.sender, key.recipient);
-  };
-  auto to_entry = [](const pqxx::row& row) {
-    greylist_entry e;
-    e.first_seen = from_us(static_cast<long long>(row[0].as<double>()));
-    e.last_seen = from_us(static_cast<long long>(row[1].as<double>()));
-    if (!row[2].is_null()) e.passed_at = from_us(static_cast<long long>(row[2].as<double>()));
-    e.attempts = row[3].as<int>();
-    return e;
-  };
-  auto r = select();
-  if (r.empty()) {
-    ans.step = greylist_step(std::nullopt, now, p.triplet);
-    auto ins = tx.exec_params(
-        "INSERT INTO greylist (client_net, sender, recipient, first_seen, last_seen, attempts)"
-        " VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000000.0), to_timestamp($4::bigint / 1000000.0), 1)"
-        " ON CONFLICT DO NOTHING RETURNING 1",
-        key.client_net, key.sender, key.recipient, now_us);
-    if (!ins.empty()) {
-      tx.commit();
-      return ans;
-    }
-    r = select();  // another instance inserted it just now
-    if (r.empty()) throw std::runtime_error{"greylist row vanished during insert"};
-  }
-  auto prior = to_entry(r[0]);
+  // 3. A state change: lock the row so that instances deciding the same triplet at the same
+  //    moment agree (one of them passes it, the other sees it passed), then write.
+  pqxx::work tx{s.conn};
+  auto r = tx.exec_prepared("gl_lock", key.client_net, key.sender, key.recipient);
+  std::optional<greylist_entry> prior;
+  if (!r.empty()) prior = to_entry(r[0], 0);
   ans.step = greylist_step(prior, now, p.triplet);
   const auto& e = ans.step.entry;
-  // A known, passed triplet needs no write each time: refresh last_seen now and then.
-  auto touch_every = std::min<std::chrono::milliseconds>(std::chrono::hours{1}, p.triplet.max_age / 10);
-  bool write = ans.step.outcome != greylist_outcome::passed_before || e.last_seen - prior.last_seen > touch_every;
-  if (write) {
-    tx.exec_params(
-        "UPDATE greylist SET first_seen = to_timestamp($4::bigint / 1000000.0),"
-        " last_seen = to_timestamp($5::bigint / 1000000.0),"
-        " passed_at = CASE WHEN $6::bigint IS NULL THEN NULL ELSE to_timestamp($6::bigint / 1000000.0) END,"
-        " attempts = $7"
-        " WHERE client_net = $1 AND sender = $2 AND recipient = $3",
-        key.client_net, key.sender, key.recipient, to_us(e.first_seen), to_us(e.last_seen),
-        e.passed_at ? std::optional<long long>{to_us(*e.passed_at)} : std::nullopt, e.attempts);
+  if (!prior) {
+    // Deleted by maintenance between the two reads: start it again.
+    tx.exec_prepared("gl_insert", key.client_net, key.sender, key.recipient, now_us);
+  } else if (ans.step.outcome != greylist_outcome::passed_before ||
+             needs_touch(prior->last_seen, now, p.triplet.max_age)) {
+    tx.exec_prepared("gl_update", key.client_net, key.sender, key.recipient, to_us(e.first_seen), to_us(e.last_seen),
+                     e.passed_at ? std::optional<long long>{to_us(*e.passed_at)} : std::nullopt, e.attempts);
   }
-  bool counts = ans.step.outcome == greylist_outcome::passed_now;
-  if (counts && p.awl_clients > 0) {
+  if (ans.step.outcome == greylist_outcome::passed_now && p.awl_clients > 0) {
     auto interval_us = duration_cast<microseconds>(p.awl_count_interval).count();
-    tx.exec_params(
-        "INSERT INTO greylist_awl (client_addr, passes, last_counted, last_seen)"
-        " VALUES ($1, 1, to_timestamp($2::bigint / 1000000.0), to_timestamp($2::bigint / 1000000.0))"
-        " ON CONFLICT (client_addr) DO UPDATE SET"
-        "  passes = CASE WHEN greylist_awl.last_counted <= to_timestamp(($2::bigint - $3::bigint) / 1000000.0)"
-        "           THEN greylist_awl.passes + 1 ELSE greylist_awl.passes END,"
-        "  last_counted = CASE WHEN greylist_awl.last_counted <= to_timestamp(($2::bigint - $3::bigint) / 1000000.0)"
-        "           THEN EXCLUDED.last_counted ELSE greylist_awl.last_counted END,"
-        "  last_seen = EXCLUDED.last_seen",
-        key.client_addr, now_us, interval_us);
+    tx.exec_prepared("gl_count_pass", key.client_addr, now_us, interval_us);
   }
   tx.commit();
   return ans;
@@ -199,6 +240,9 @@ void write_event_rows(db_session& s, const std::vector<event_row>& rows) {
                                                 "score",
                                                 "elapsed_us"};
   pqxx::work tx{s.conn};
+  // The log may be evidence: its commits wait for the disk even though the pool's
+  // connections default to synchronous_commit = off (db.cpp).
+  tx.exec("SET LOCAL synchronous_commit = on");
   pqxx::stream_to out{tx, "event_log", columns};
   for (const auto& r : rows) {
     std::optional<std::string> addr;
