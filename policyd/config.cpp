@@ -3,7 +3,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
+#include <regex>
 
 #include <fmt/format.h>
 
@@ -57,6 +59,19 @@ spec num(std::string key, std::string def, std::string help, unsigned cfg::*m, u
   return {std::move(key),  std::move(def),
           std::move(help), false,
           false,           [m, min, max](cfg& c, const values& v) { return set_uint(c.*m, one(v), min, max); }};
+}
+
+spec score(std::string key, std::string def, std::string help, int cfg::*m) {
+  return {std::move(key), std::move(def), std::move(help), false, false, [m](cfg& c, const values& v) {
+            const auto& t = one(v);
+            int n = 0;
+            auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
+            if (ec != std::errc{} || p != t.data() + t.size() || t.empty() || n < -10000 || n > 10000) {
+              return std::string{"expected an integer score -10000..10000"};
+            }
+            c.*m = n;
+            return std::string{};
+          }};
 }
 
 spec flag(std::string key, std::string def, std::string help, bool cfg::*m) {
@@ -231,6 +246,119 @@ std::vector<spec> make_table() {
                   &cfg::event_log_max_buffer_rows, 100, 100000000));
   t.push_back(dur("event_log.retention", "180d", "Day partitions older than this are dropped.",
                   &cfg::event_log_retention, hours{24}, hours{24 * 3650}));
+  t.push_back({"dns.servers", "",
+               "DNS resolvers to ask, ADDRESS[:PORT] or [IPv6]:PORT; several allowed. Empty: /etc/resolv.conf. "
+               "DNSBLs such as Spamhaus refuse queries from public resolvers: use a local one.",
+               true, false, [](cfg& c, const values& v) {
+                 c.dns_servers = split_list(v);
+                 for (const auto& srv : c.dns_servers) {
+                   std::string host = srv;
+                   if (!host.empty() && host.front() == '[') {
+                     auto close = host.find(']');
+                     if (close == std::string::npos) return std::string{"bad server " + srv};
+                     host = host.substr(1, close - 1);
+                   } else if (std::count(host.begin(), host.end(), ':') == 1) {
+                     host = host.substr(0, host.find(':'));
+                   }
+                   if (!parse_ip(host)) return std::string{"expected ADDRESS[:PORT], got " + srv};
+                 }
+                 return std::string{};
+               }});
+  t.push_back(dur("dns.timeout", "1s", "Time to wait for one DNS answer before c-ares tries again.", &cfg::dns_timeout,
+                  milliseconds{10}, seconds{30}));
+  t.push_back(num("dns.tries", "2", "DNS attempts per lookup.", &cfg::dns_tries, 1, 10));
+  t.push_back(num("dns.cache_size", "100000", "DNS answers kept in the cache at most (0 disables it).",
+                  &cfg::dns_cache_size, 0, 100000000));
+  t.push_back(
+      dur("dns.ttl_min", "60s", "Cache every answer at least this long.", &cfg::dns_ttl_min, seconds{0}, hours{24}));
+  t.push_back(
+      dur("dns.ttl_max", "1d", "Cache no answer longer than this.", &cfg::dns_ttl_max, seconds{1}, hours{24 * 7}));
+  t.push_back(dur("dns.negative_ttl_max", "1h", "Cache NXDOMAIN / no-data answers no longer than this.",
+                  &cfg::dns_negative_ttl_max, seconds{0}, hours{24 * 7}));
+  t.push_back(dur("dns.budget", "2s",
+                  "All DNS work of one request must end within this; a list still unanswered counts as not listed.",
+                  &cfg::dns_budget, milliseconds{10}, seconds{60}));
+  t.push_back(num("dns.breaker_failures", "5",
+                  "After this many failures in a row (timeout, SERVFAIL) a list is skipped for a while.",
+                  &cfg::dns_breaker_failures, 1, 1000000));
+  t.push_back(dur("dns.breaker_cooldown", "60s", "How long a failing list is skipped before it is tried again.",
+                  &cfg::dns_breaker_cooldown, seconds{1}, hours{24}));
+  t.push_back(dur("dns.error_log_interval", "10m",
+                  "A list answering with refusal codes (127.255.255.x) is logged at most once per this interval.",
+                  &cfg::dns_error_log_interval, seconds{1}, hours{24}));
+  t.push_back({"dnsbl.lists", "",
+               "DNSBL/DNSWL lists, postscreen syntax zone[=filter]*weight, e.g. zen.spamhaus.org=127.0.0.[2..11]*3, "
+               "list.dnswl.org=127.0.[0..255].[1..3]*-5; several allowed.",
+               true, false, [](cfg& c, const values& v) {
+                 c.dnsbl_lists.clear();
+                 std::string problems;
+                 for (const auto& item : split_list(v)) {
+                   std::string err;
+                   auto l = parse_dnsbl_entry(item, err);
+                   if (!l) {
+                     problems += (problems.empty() ? "" : "; ") + item + ": " + err;
+                     continue;
+                   }
+                   c.dnsbl_lists.push_back(*l);
+                 }
+                 return problems;
+               }});
+  t.push_back(score("dnsbl.reject_score", "3", "Reject a client whose summed score is at least this.",
+                    &cfg::dnsbl_reject_score));
+  t.push_back(score("dnsbl.trust_score", "-1",
+                    "A client whose score is at most this is trusted: greylisting is skipped.",
+                    &cfg::dnsbl_trust_score));
+  t.push_back(flag("dnsbl.selective_greylist", "no", "Greylist only clients whose score reaches dnsbl.greylist_score.",
+                   &cfg::dnsbl_selective_greylist));
+  t.push_back(score("dnsbl.greylist_score", "1",
+                    "With selective greylisting, the score from which a client is greylisted.",
+                    &cfg::dnsbl_greylist_score));
+  t.push_back({"dnsbl.reply_names", "",
+               "Names shown in reject texts instead of the zone queried, zone=shown (postscreen_dnsbl_reply_map), "
+               "e.g. a subscription zone shown as zen.spamhaus.org; several allowed.",
+               true, false, [](cfg& c, const values& v) {
+                 c.dnsbl_reply_names.clear();
+                 for (const auto& item : split_list(v)) {
+                   auto eq = item.find('=');
+                   if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+                     return std::string{"expected zone=shown, got " + item};
+                   }
+                   c.dnsbl_reply_names.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+                 }
+                 return std::string{};
+               }});
+  t.push_back(flag("dnsbl.hide_names", "no", "Say \"a DNS blocklist\" in reject texts, with no list name or TXT.",
+                   &cfg::dnsbl_hide_names));
+  t.push_back(flag("rdns.enable", "yes", "Score the client's reverse DNS (forward-confirmed PTR).", &cfg::rdns_enable));
+  t.push_back(score("rdns.no_ptr_score", "2", "Score added when the client address has no PTR record.",
+                    &cfg::rdns_no_ptr_score));
+  t.push_back(score("rdns.unconfirmed_score", "1",
+                    "Score added when the PTR name does not resolve back to the client address.",
+                    &cfg::rdns_unconfirmed_score));
+  t.push_back(score("rdns.dynamic_score", "1",
+                    "Score added when the PTR name looks dynamic or generic (rdns.dynamic_patterns, or the address "
+                    "spelled in the name).",
+                    &cfg::rdns_dynamic_score));
+  t.push_back({"rdns.dynamic_patterns", "default",
+               "Regular expressions (ECMAScript, case-insensitive) for dynamic/generic host names; \"default\" is "
+               "the built-in set (docs/dns.md); several allowed.",
+               true, false, [](cfg& c, const values& v) {
+                 c.rdns_dynamic_patterns.clear();
+                 for (const auto& item : v) {
+                   if (item == "default") {
+                     for (const auto& d : default_dynamic_patterns()) c.rdns_dynamic_patterns.push_back(d);
+                     continue;
+                   }
+                   if (item.empty()) continue;
+                   try {
+                     std::regex re{item, std::regex::ECMAScript | std::regex::icase};
+                   } catch (const std::regex_error& e) {
+                     return std::string{"bad regular expression "} + item + ": " + e.what();
+                   }
+                   c.rdns_dynamic_patterns.push_back(item);
+                 }
+                 return std::string{};
+               }});
   t.push_back(dur("maintenance.interval", "10m",
                   "How often expired greylist rows are deleted and event-log partitions created and pruned.",
                   &cfg::maintenance_interval, seconds{1}, hours{24}));
@@ -287,6 +415,9 @@ std::string validate(const policyd_config& c) {
   }
   if (c.greylist.max_age < c.greylist.retry_window) {
     problems += "greylist.max_age must not be shorter than greylist.retry_window\n";
+  }
+  if (c.dnsbl_trust_score >= c.dnsbl_reject_score) {
+    problems += "dnsbl.trust_score must be below dnsbl.reject_score\n";
   }
   if (c.request_budget >= c.request_timeout + c.idle_timeout) {
     problems += "policy.request_budget is longer than the connection timeouts\n";

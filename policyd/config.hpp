@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/config.hpp"
+#include "policyd/dnsbl.hpp"
 #include "policyd/greylist.hpp"
 #include "policyd/protocol.hpp"
 
@@ -65,6 +66,32 @@ struct policyd_config {
   unsigned event_log_flush_rows = 1000;
   unsigned event_log_max_buffer_rows = 200000;
   milliseconds event_log_retention{std::chrono::hours{24 * 180}};
+
+  std::vector<std::string> dns_servers;
+  milliseconds dns_timeout{1000};
+  unsigned dns_tries = 2;
+  unsigned dns_cache_size = 100000;
+  milliseconds dns_ttl_min{std::chrono::seconds{60}};
+  milliseconds dns_ttl_max{std::chrono::hours{24}};
+  milliseconds dns_negative_ttl_max{std::chrono::hours{1}};
+  milliseconds dns_budget{2000};
+  unsigned dns_breaker_failures = 5;
+  milliseconds dns_breaker_cooldown{std::chrono::seconds{60}};
+  milliseconds dns_error_log_interval{std::chrono::minutes{10}};
+
+  std::vector<dnsbl_list> dnsbl_lists;
+  int dnsbl_reject_score = 3;
+  int dnsbl_trust_score = -1;
+  bool dnsbl_selective_greylist = false;
+  int dnsbl_greylist_score = 1;
+  std::vector<std::pair<std::string, std::string>> dnsbl_reply_names;
+  bool dnsbl_hide_names = false;
+
+  bool rdns_enable = true;
+  int rdns_no_ptr_score = 2;
+  int rdns_unconfirmed_score = 1;
+  int rdns_dynamic_score = 1;
+  std::vector<std::string> rdns_dynamic_patterns;
 
   milliseconds maintenance_interval{std::chrono::minutes{10}};
   unsigned maintenance_batch_rows = 10000;

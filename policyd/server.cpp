@@ -24,6 +24,7 @@
 #include <boost/asio/write.hpp>
 
 #include "core/log.hpp"
+#include "policyd/checks/dns_check.hpp"
 #include "policyd/checks/greylist_check.hpp"
 #include "policyd/net.hpp"
 
@@ -84,6 +85,18 @@ void sd_notify_ready() {
 
 namespace {
 
+dns_options resolver_options(const policyd_config& c) {
+  dns_options o;
+  o.servers = c.dns_servers;
+  o.timeout = c.dns_timeout;
+  o.tries = c.dns_tries;
+  o.cache_size = c.dns_cache_size;
+  o.ttl_min = std::chrono::duration_cast<std::chrono::seconds>(c.dns_ttl_min);
+  o.ttl_max = std::chrono::duration_cast<std::chrono::seconds>(c.dns_ttl_max);
+  o.negative_ttl_max = std::chrono::duration_cast<std::chrono::seconds>(c.dns_negative_ttl_max);
+  return o;
+}
+
 // One connection's bookkeeping, visible to the server for draining.
 struct conn_state {
   std::function<void()> close;  // closes the socket (loop thread)
@@ -100,8 +113,12 @@ struct server::impl {
         owner{owner_},
         elog{io_.get_executor(), db_,
              event_log_options{cfg_.event_log_flush_interval, cfg_.event_log_flush_rows,
-                               cfg_.event_log_max_buffer_rows}} {
+                               cfg_.event_log_max_buffer_rows}},
+        resolver{io_.get_executor(), resolver_options(cfg_)} {
+    // Precedence, top-down: allow-lists, then DNS reputation (DNSWL trust, DNSBL and
+    // reverse-DNS score), then greylisting.
     pipe.add(std::make_unique<allowlist_check>(owner.allowlists_));
+    pipe.add(std::make_unique<dns_check>(cfg, resolver));
     pipe.add(std::make_unique<greylist_check>(cfg, db));
   }
 
@@ -111,6 +128,7 @@ struct server::impl {
   server& owner;
   pipeline pipe;
   event_log elog;
+  dns_resolver resolver;
   std::vector<std::unique_ptr<tcp::acceptor>> tcp_acceptors;
   std::vector<std::unique_ptr<local_stream::acceptor>> unix_acceptors;
   std::vector<std::string> unix_paths;
@@ -325,6 +343,7 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
           row.verdict = std::string{to_string(d.v)};
           row.action = d.action;
           row.reason = d.reason;
+          row.detail = d.detail;
           row.score = d.score;
           row.elapsed_us = took.count();
           elog.add(std::move(row));
@@ -472,6 +491,7 @@ asio::awaitable<void> server::impl::drain() {
   std::size_t abandoned = conns.size();
   for (auto& c : conns) c.close();
   elog.stop();
+  resolver.cancel_all();
   std::size_t left = 0;
   if (cfg.event_log_enable) {
     left = co_await elog.flush_now(std::max(grace_end, steady::now() + 2s));

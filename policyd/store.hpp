@@ -47,7 +47,7 @@ std::vector<std::pair<std::string, std::string>> load_allowlist_rows(db_session&
 struct event_row {
   sys_time ts;
   std::string policyd, postfix_instance, queue_id, protocol_state, client_address, client_name, reverse_client_name,
-      helo_name, sender, recipient, sasl_username, sasl_method, policy_context, verdict, action, reason;
+      helo_name, sender, recipient, sasl_username, sasl_method, policy_context, verdict, action, reason, detail;
   long long recipient_count = 0;
   long long size = 0;
   double score = 0;

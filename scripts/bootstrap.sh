@@ -4,7 +4,7 @@
 # Run as root or with sudo rights (apt-get). Idempotent: a second run only rebuilds.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-packages=(g++ cmake make pkg-config python3 clang-format
+packages=(g++ cmake make pkg-config python3 clang-format nsd dnsmasq-base
   libboost1.81-dev libboost-program-options1.81-dev
   libpqxx-dev libc-ares-dev libcurl4-openssl-dev libfmt-dev doctest-dev
   postgresql postgresql-client)
