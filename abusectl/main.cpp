@@ -1,5 +1,6 @@
 // abusectl: the abuse desk's shell tool. main() parses the global options and dispatches
 // to the subcommand table (abusectl/commands.cpp).
+#include <cstdlib>
 #include <iostream>
 
 #include <boost/program_options.hpp>
@@ -25,6 +26,7 @@ void usage(std::ostream& out, const po::options_description& desc) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ::setenv("PGCONNECT_TIMEOUT", "10", 0);  // libpq's connect timeout when the DSN sets none
   global_options g;
   po::options_description desc{"Global options"};
   desc.add_options()("help,h", "show this help")("config,c", po::value(&g.config_file),

@@ -25,6 +25,7 @@ class lupine_error_category final : public boost::system::error_category {
       case errc::ok: return "ok";
       case errc::db_unavailable: return "database unavailable";
       case errc::db_error: return "database error";
+      case errc::db_rejected: return "data rejected by the database";
       case errc::db_busy: return "too many database jobs in flight";
       case errc::timed_out: return "timed out";
       case errc::shutting_down: return "shutting down";
@@ -61,11 +62,7 @@ const boost::system::error_category& lupine_category() noexcept {
   return cat;
 }
 
-db_pool::db_pool(db_options opts) : opts_{std::move(opts)}, pool_{opts_.threads} {
-  // libpq reads this when the DSN has no connect_timeout: a dead server must not hold a
-  // pool thread for minutes.
-  ::setenv("PGCONNECT_TIMEOUT", "5", 0);
-}
+db_pool::db_pool(db_options opts) : opts_{std::move(opts)}, pool_{opts_.threads} {}
 
 db_pool::~db_pool() {
   stop();
@@ -100,12 +97,18 @@ db_session* db_pool::session() {
   }
 }
 
-void db_pool::post_job(std::function<void(db_session&)> body, std::function<void(boost::system::error_code)> done) {
+void db_pool::post_job(std::function<void(db_session&)> body,
+                       std::optional<std::chrono::steady_clock::time_point> deadline,
+                       std::function<void(boost::system::error_code)> done) {
   if (stopped_.load()) {
     done(make_error_code(errc::shutting_down));
     return;
   }
-  boost::asio::post(pool_, [this, body = std::move(body), done = std::move(done)]() {
+  boost::asio::post(pool_, [this, body = std::move(body), deadline, done = std::move(done)]() {
+    if (deadline && std::chrono::steady_clock::now() >= *deadline) {
+      done(make_error_code(errc::timed_out));
+      return;
+    }
     db_session* s = session();
     if (s == nullptr) {
       done(make_error_code(errc::db_unavailable));
@@ -120,7 +123,11 @@ void db_pool::post_job(std::function<void(db_session&)> body, std::function<void
       ec = make_error_code(errc::db_unavailable);
     } catch (const pqxx::sql_error& e) {
       log(log_level::error, "db_statement_failed", "{} {}", kv("error", e.what()), kv("sqlstate", e.sqlstate()));
-      ec = make_error_code(errc::db_error);
+      auto state = e.sqlstate();
+      // 22 data exception, 23 integrity violation, 54 program limit (an index row too big):
+      // the same data will fail again, however often it is retried.
+      bool data = state.rfind("22", 0) == 0 || state.rfind("23", 0) == 0 || state.rfind("54", 0) == 0;
+      ec = make_error_code(data ? errc::db_rejected : errc::db_error);
       if (!s->conn.is_open()) t_state.session.reset();
     } catch (const std::exception& e) {
       log(log_level::error, "db_job_failed", "{}", kv("error", e.what()));
@@ -133,7 +140,6 @@ void db_pool::post_job(std::function<void(db_session&)> body, std::function<void
 
 std::unique_ptr<db_session, void (*)(db_session*)> db_connect(const std::string& dsn,
                                                               const std::string& application_name) {
-  ::setenv("PGCONNECT_TIMEOUT", "10", 0);
   try {
     auto* s = new db_session{dsn};  // NOLINT: owned by the unique_ptr below at once
     std::unique_ptr<db_session, void (*)(db_session*)> owned{s, [](db_session* p) { delete p; }};

@@ -90,7 +90,7 @@ class db_pool {
         });
       }
       auto work = std::make_shared<asio::executor_work_guard<decltype(ex)>>(ex);
-      post_job(std::move(body), [this, complete, work](boost::system::error_code ec) {
+      post_job(std::move(body), deadline, [this, complete, work](boost::system::error_code ec) {
         --inflight_;
         auto ex2 = work->get_executor();
         asio::post(ex2, [complete, work, ec]() {
@@ -110,7 +110,10 @@ class db_pool {
   void stop();
 
  private:
-  void post_job(std::function<void(db_session&)> body, std::function<void(boost::system::error_code)> done);
+  // Runs body on a pool thread, then done(ec) there. A job still queued when its deadline
+  // passes is not run at all (timed_out): after a stall nobody waits for it any more.
+  void post_job(std::function<void(db_session&)> body, std::optional<std::chrono::steady_clock::time_point> deadline,
+                std::function<void(boost::system::error_code)> done);
   db_session* session();  // this thread's connection, connecting if needed; nullptr if down
 
   db_options opts_;

@@ -10,7 +10,8 @@ namespace lupine {
 enum class errc {
   ok = 0,
   db_unavailable = 1,  // cannot connect, or the connection broke
-  db_error,            // the server refused a statement (constraint, syntax, timeout)
+  db_error,            // the statement failed (syntax, timeout, lock, ...)
+  db_rejected,         // the server refused the data itself (SQLSTATE class 22, 23 or 54)
   db_busy,             // too many database jobs in flight: shed instead of queueing
   timed_out,           // a deadline passed
   shutting_down,       // the pool is stopping

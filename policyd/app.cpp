@@ -3,7 +3,9 @@
 // connect, migrate (db.migrate), load allow-lists, bind, serve.
 #include "policyd/app.hpp"
 
+#include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -40,7 +42,23 @@ void print_config(const raw_options& effective) {
 
 }  // namespace
 
+namespace {
+int run_app(int argc, char** argv);
+}
+
 int app_main(int argc, char** argv) {
+  // Bugs and resource failures at start or stop end with a message and exit 1, not an abort.
+  try {
+    return run_app(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "policyd: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+namespace {
+
+int run_app(int argc, char** argv) {
   po::options_description desc{
       "Usage: policyd [-c FILE] [-o key=value]... [--check-config | --print-config]\n\n"
       "Lupine policy server for Postfix check_policy_service (greylisting on PostgreSQL).\n"
@@ -91,7 +109,7 @@ int app_main(int argc, char** argv) {
     if (!config_file.empty()) {
       file = read_config_file(config_file, keys);
       source = config_file;
-    } else if (std::filesystem::exists(default_config)) {
+    } else if (std::error_code fec; std::filesystem::exists(default_config, fec)) {
       file = read_config_file(default_config, keys);
       source = default_config;
     }
@@ -117,6 +135,8 @@ int app_main(int argc, char** argv) {
     return 0;
   }
 
+  // libpq's connect timeout when the DSN sets none: a dead server must not hold a thread.
+  ::setenv("PGCONNECT_TIMEOUT", "5", 0);
   // Start-up work that may block runs here, before the loop exists.
   std::vector<std::pair<std::string, std::string>> db_rows;
   try {
@@ -169,8 +189,16 @@ int app_main(int argc, char** argv) {
     io.stop();
   });
   io.run();
-  db.stop();
+  // The pool's threads may sit in libpq on a database that stopped answering; do not let
+  // them hold the exit (the event-log flush already had its deadline).
+  auto joined = std::async(std::launch::async, [&db] { db.stop(); });
+  if (joined.wait_for(std::chrono::seconds{5}) != std::future_status::ready) {
+    log(log_level::error, "exit_forced", "database threads did not finish within 5s");
+    std::_Exit(rc == 0 ? 1 : rc);
+  }
   return rc;
 }
+
+}  // namespace
 
 }  // namespace lupine::policyd

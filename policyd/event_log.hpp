@@ -12,6 +12,7 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
@@ -41,10 +42,11 @@ class event_log {
 
   std::size_t buffered() const { return rows_.size(); }
   std::uint64_t written() const { return written_; }
-  std::uint64_t dropped() const { return dropped_; }
+  std::uint64_t dropped() const { return dropped_ + rejected_; }
 
  private:
-  boost::asio::awaitable<bool> write_batch();
+  // Writes up to one batch; false when the write failed (rows kept, in order).
+  boost::asio::awaitable<bool> write_batch(std::optional<std::chrono::steady_clock::time_point> deadline);
 
   db_pool& db_;
   event_log_options opts_;
@@ -52,9 +54,13 @@ class event_log {
   boost::asio::steady_timer wake_;
   bool stopping_ = false;
   bool writing_ = false;
+  bool backing_off_ = false;     // the last write failed: no early wake-ups until one succeeds
+  std::size_t batch_limit_ = 0;  // after a rejected batch: bisect to find the bad row (0: normal)
+  std::uint64_t rejected_ = 0;   // rows PostgreSQL refused even alone (dropped, logged)
   std::uint64_t written_ = 0;
   std::uint64_t dropped_ = 0;
   std::chrono::steady_clock::time_point last_drop_warning_{};
+  std::chrono::steady_clock::time_point last_failure_log_{};
 };
 
 }  // namespace lupine::policyd

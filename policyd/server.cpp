@@ -133,6 +133,9 @@ struct server::impl {
   std::vector<std::unique_ptr<local_stream::acceptor>> unix_acceptors;
   std::vector<std::string> unix_paths;
   std::list<conn_state> conns;
+  // Lives as long as the server: once Asio forgets a signal it restores the default action,
+  // and a HUP or second TERM during the drain would kill the process mid-flush.
+  asio::signal_set signals{io, SIGTERM, SIGINT, SIGHUP};
   bool stopping = false;
   std::uint64_t requests = 0;
   steady::time_point last_refusal_log{};
@@ -173,7 +176,14 @@ void server::bind() {
       } else {
         namespace fs = std::filesystem;
         std::error_code ec;
-        if (fs::is_socket(ep.path, ec)) fs::remove(ep.path, ec);  // stale from a crash
+        if (fs::is_socket(ep.path, ec)) {
+          // Stale from a crash, or another policyd's? Only a socket nobody answers on goes.
+          local_stream::socket probe{im.io};
+          boost::system::error_code cec;
+          probe.connect(local_stream::endpoint{ep.path}, cec);
+          if (!cec) throw config_error{fmt::format("listen = {}: another process is listening there", ep.text)};
+          fs::remove(ep.path, ec);
+        }
         auto acc = std::make_unique<local_stream::acceptor>(im.io);
         local_stream::endpoint endpoint{ep.path};
         acc->open(endpoint.protocol());
@@ -211,7 +221,18 @@ asio::awaitable<void> server::run() {
   log(log_level::info, "ready", "{} greylist={} event_log={}", kv("name", im.cfg.name), im.cfg.greylist_enable,
       im.cfg.event_log_enable);
   co_await im.handle_signals();
+  // Signals during the drain are noted, not fatal.
+  auto late = [](impl* self) -> asio::awaitable<void> {
+    for (;;) {
+      auto [ec, sig] = co_await self->signals.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+      log(log_level::info, "signal_ignored", "signal={} reason=shutting_down", sig);
+    }
+  };
+  asio::co_spawn(ex, late(&im), asio::detached);
   co_await im.drain();
+  boost::system::error_code ignored;
+  im.signals.cancel(ignored);
 }
 
 template <class Acceptor>
@@ -310,6 +331,7 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
         me->busy = true;
         auto t0 = steady::now();
         *deadline = t0 + cfg.request_budget + cfg.request_timeout;
+        if (timer->expiry() > *deadline) timer->cancel();  // a client that stops reading is cut off
         request_context ctx{req, std::chrono::system_clock::now(), t0 + cfg.request_budget};
         decision d = co_await pipe.run(ctx);
         auto reply = format_reply(d.action);
@@ -345,7 +367,7 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
           row.reason = d.reason;
           row.detail = d.detail;
           row.score = d.score;
-          row.elapsed_us = took.count();
+          row.elapsed_us = std::min<long long>(took.count(), 2'000'000'000LL);
           elog.add(std::move(row));
         }
         me->busy = false;
@@ -409,8 +431,6 @@ void server::impl::log_decision(const policy_request& req, const decision& d, st
 }
 
 asio::awaitable<void> server::impl::handle_signals() {
-  auto ex = co_await asio::this_coro::executor;
-  asio::signal_set signals{ex, SIGTERM, SIGINT, SIGHUP};
   for (;;) {
     auto [ec, sig] = co_await signals.async_wait(asio::as_tuple(asio::use_awaitable));
     if (ec) co_return;

@@ -260,11 +260,27 @@ void write_event_rows(db_session& s, const std::vector<event_row>& rows) {
 maintenance_report run_maintenance(db_session& s, sys_time now, const maintenance_params& p) {
   maintenance_report rep;
   const long long now_us = to_us(now);
+  // One instance at a time: a session-level lock held until the end of this function.
+  {
+    pqxx::nontransaction ntx{s.conn};
+    if (!ntx.exec1("SELECT pg_try_advisory_lock(" + std::to_string(maintenance_lock_key) + ")")[0].as<bool>()) {
+      return rep;
+    }
+  }
+  struct unlock {
+    db_session& s;
+    ~unlock() {
+      try {
+        pqxx::nontransaction ntx{s.conn};
+        ntx.exec("SELECT pg_advisory_unlock(" + std::to_string(maintenance_lock_key) + ")");
+      } catch (const std::exception&) {
+        // The lock ends with the session anyway.
+      }
+    }
+  } guard{s};
+  rep.ran = true;
   {
     pqxx::work tx{s.conn};
-    bool got = tx.exec1("SELECT pg_try_advisory_xact_lock(" + std::to_string(maintenance_lock_key) + ")")[0].as<bool>();
-    if (!got) return rep;
-    rep.ran = true;
     rep.partitions_created = tx.exec1("SELECT event_log_ensure_partitions(2)")[0].as<int>();
     auto retention_s = duration_cast<std::chrono::seconds>(p.retention).count();
     rep.partitions_dropped =

@@ -13,6 +13,22 @@ namespace {
 constexpr std::size_t max_recent_instances = 4096;
 }
 
+std::string bounded_key(std::string v) {
+  // PostgreSQL refuses btree entries over ~2.7 kB, and a refused insert would fail open:
+  // an absurdly long address would skip greylisting. Keep a readable head and a hash.
+  constexpr std::size_t max_len = 320;
+  if (v.size() <= max_len) return v;
+  std::uint64_t h1 = 1469598103934665603ULL, h2 = 0x9e3779b97f4a7c15ULL;
+  for (unsigned char c : v) {
+    h1 = (h1 ^ c) * 1099511628211ULL;
+    h2 = (h2 ^ c) * 0x100000001b3ULL + (h2 >> 29);
+  }
+  std::string head = v.substr(0, 200);
+  while (!head.empty() && (static_cast<unsigned char>(head.back()) & 0xc0) == 0x80) head.pop_back();  // UTF-8
+  if (!head.empty() && static_cast<unsigned char>(head.back()) >= 0xc0) head.pop_back();
+  return fmt::format("{}#long:{:016x}{:016x}", head, h1, h2);
+}
+
 std::string rfc5322_date(sys_time t) {
   std::time_t secs = std::chrono::system_clock::to_time_t(t);
   std::tm tm{};
@@ -88,8 +104,8 @@ boost::asio::awaitable<check_result> greylist_check::evaluate(const request_cont
   key.client_addr = addr->to_string();
   // 8-bit addresses must still be greylisted: escape what is not UTF-8 (PostgreSQL would
   // refuse it, and a refused query fails open).
-  key.recipient = to_valid_utf8(normalize_recipient(req.get("recipient")));
-  key.sender = to_valid_utf8(normalize_sender(req.get("sender"), req.get("recipient")));
+  key.recipient = bounded_key(to_valid_utf8(normalize_recipient(req.get("recipient"))));
+  key.sender = bounded_key(to_valid_utf8(normalize_sender(req.get("sender"), req.get("recipient"))));
   auto now = ctx.now;
   auto params = params_;
   std::function<greylist_answer(db_session&)> job = [key, now, params](db_session& s) {

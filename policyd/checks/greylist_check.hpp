@@ -41,6 +41,10 @@ class greylist_check final : public check {
   std::unordered_set<std::string> recent_set_;
 };
 
+// v itself when it is at most 320 bytes, else its first 200 bytes plus a 128-bit hash of the
+// whole: what greylisting stores as a sender or recipient key.
+std::string bounded_key(std::string v);
+
 // "Fri, 27 Nov 2026 18:04:05 +0000"
 std::string rfc5322_date(sys_time t);
 
