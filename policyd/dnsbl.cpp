@@ -123,6 +123,23 @@ bool dnsbl_matches(const dnsbl_list& l, std::string_view answer) {
   return true;
 }
 
+std::string_view to_string(score_outcome o) {
+  switch (o) {
+    case score_outcome::reject: return "reject";
+    case score_outcome::trusted: return "trusted";
+    case score_outcome::clean: return "clean";
+    case score_outcome::neutral: return "neutral";
+  }
+  return "?";
+}
+
+score_outcome judge_score(int score, const score_policy& p) {
+  if (score >= p.reject_score) return score_outcome::reject;
+  if (score <= p.trust_score) return score_outcome::trusted;
+  if (p.selective_greylist && score < p.greylist_score) return score_outcome::clean;
+  return score_outcome::neutral;
+}
+
 std::string_view to_string(rdns_result r) {
   switch (r) {
     case rdns_result::confirmed: return "confirmed";

@@ -40,6 +40,18 @@ bool is_dnsbl_error_code(const dnsbl_list& l, std::string_view answer);
 // Does the answer address count as a listing for l (filter, or 127/8 when none)?
 bool dnsbl_matches(const dnsbl_list& l, std::string_view answer);
 
+// What a client's summed DNS score means, by the dnsbl.* thresholds.
+struct score_policy {
+  int reject_score = 3;  // >= : reject
+  int trust_score = -1;  // <= : trusted, skip greylisting
+  bool selective_greylist = false;
+  int greylist_score = 1;  // with selective greylisting: greylist only from this score
+};
+enum class score_outcome { reject, trusted, clean, neutral };
+std::string_view to_string(score_outcome o);
+// Reject wins over trust (validation keeps trust_score < reject_score anyway).
+score_outcome judge_score(int score, const score_policy& p);
+
 enum class rdns_result { confirmed, no_ptr, unconfirmed, unknown };
 std::string_view to_string(rdns_result r);
 

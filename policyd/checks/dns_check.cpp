@@ -143,7 +143,9 @@ asio::awaitable<check_result> dns_check::evaluate(const request_context& ctx) {
   }
   r.score = score;
   r.detail = detail;
-  if (score >= cfg_.dnsbl_reject_score) {
+  auto outcome = judge_score(score, score_policy{cfg_.dnsbl_reject_score, cfg_.dnsbl_trust_score,
+                                                 cfg_.dnsbl_selective_greylist, cfg_.dnsbl_greylist_score});
+  if (outcome == score_outcome::reject) {
     r.v = verdict::reject;
     r.reason = "dnsbl";
     if (top_hit != nullptr) {
@@ -166,12 +168,12 @@ asio::awaitable<check_result> dns_check::evaluate(const request_context& ctx) {
     }
     co_return r;
   }
-  if (score <= cfg_.dnsbl_trust_score) {
+  if (outcome == score_outcome::trusted) {
     r.v = verdict::pass;
     r.reason = "dns_trusted";
     co_return r;
   }
-  if (cfg_.dnsbl_selective_greylist && score < cfg_.dnsbl_greylist_score) {
+  if (outcome == score_outcome::clean) {
     r.v = verdict::pass;
     r.reason = "dns_clean";
     co_return r;
