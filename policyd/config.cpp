@@ -253,14 +253,24 @@ std::vector<spec> make_table() {
                  c.dns_servers = split_list(v);
                  for (const auto& srv : c.dns_servers) {
                    std::string host = srv;
+                   std::string port;
                    if (!host.empty() && host.front() == '[') {
                      auto close = host.find(']');
                      if (close == std::string::npos) return std::string{"bad server " + srv};
+                     if (close + 1 < host.size()) {
+                       if (host[close + 1] != ':') return std::string{"bad server " + srv};
+                       port = host.substr(close + 2);
+                     }
                      host = host.substr(1, close - 1);
                    } else if (std::count(host.begin(), host.end(), ':') == 1) {
+                     port = host.substr(host.find(':') + 1);
                      host = host.substr(0, host.find(':'));
                    }
                    if (!parse_ip(host)) return std::string{"expected ADDRESS[:PORT], got " + srv};
+                   if (!port.empty()) {
+                     auto n = parse_uint(port);
+                     if (!n || *n == 0 || *n > 65535) return std::string{"bad port in " + srv};
+                   }
                  }
                  return std::string{};
                }});

@@ -80,6 +80,10 @@ std::optional<dnsbl_list> parse_dnsbl_entry(std::string_view entry, std::string&
     error = "expected a DNS zone such as zen.spamhaus.org before '=' or '*'";
     return std::nullopt;
   }
+  if (zone.front() == '.' || zone.find("..") != std::string_view::npos) {
+    error = "the zone has an empty label";
+    return std::nullopt;
+  }
   for (char c : zone) l.zone.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
   if (eq != std::string_view::npos) {
     auto f = rest.substr(eq + 1);
@@ -180,7 +184,7 @@ bool looks_dynamic(std::string_view name, std::string_view client, const std::ve
 
 const std::vector<std::string>& default_dynamic_patterns() {
   static const std::vector<std::string> p{
-      R"((^|[.-])(dyn|dynamic|dhcp|dialup|dial-?in|ppp|pppoe|adsl|dsl|cable|pool|broadband|customer|client|static|res|residential|user)[0-9.-])",
+      R"((^|[.-])(dyn|dynamic|dhcp|dialup|dial-?in|ppp|pppoe|adsl|dsl|cable|pool|broadband|customer|client|static|res|residential|user)[0-9-])",
       R"((^|[.-])(dyn|dynamic|dhcp|ppp|pppoe|adsl|dsl|pool|broadband)[.-])",
   };
   return p;

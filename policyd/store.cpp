@@ -238,7 +238,8 @@ void write_event_rows(db_session& s, const std::vector<event_row>& rows) {
                                                 "action",
                                                 "reason",
                                                 "score",
-                                                "elapsed_us"};
+                                                "elapsed_us",
+                                                "detail"};
   pqxx::work tx{s.conn};
   // The log may be evidence: its commits wait for the disk even though the pool's
   // connections default to synchronous_commit = off (db.cpp).
@@ -251,7 +252,7 @@ void write_event_rows(db_session& s, const std::vector<event_row>& rows) {
     out << std::make_tuple(iso(r.ts), u(r.policyd), u(r.postfix_instance), u(r.queue_id), u(r.protocol_state), addr,
                            u(r.client_name), u(r.reverse_client_name), u(r.helo_name), u(r.sender), u(r.recipient),
                            r.recipient_count, r.size, u(r.sasl_username), u(r.sasl_method), u(r.policy_context),
-                           r.verdict, u(r.action), u(r.reason), r.score, r.elapsed_us);
+                           r.verdict, u(r.action), u(r.reason), r.score, r.elapsed_us, u(r.detail));
   }
   out.complete();
   tx.commit();

@@ -141,6 +141,29 @@ def drop_database(name):
     psql(TEST_DSN, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name, check=False)
 
 
+def migrations():
+    """The shipped migrations, sorted: [(version, file name)] from sql/NNN_*.sql (the
+    version is the number; policyd and abusectl embed the same files)."""
+    out = []
+    for path in glob.glob(os.path.join(ROOT, "sql", "*.sql")):
+        name = os.path.basename(path)
+        m = re.match(r"^(\d{3})_.+\.sql$", name)
+        if m:
+            out.append((int(m.group(1)), name))
+    out.sort()
+    if not out:
+        raise RuntimeError("no migrations found in %s" % os.path.join(ROOT, "sql"))
+    return out
+
+
+def migration_names():
+    return [name for _, name in migrations()]
+
+
+def latest_migration():
+    return migrations()[-1][0]
+
+
 # ---------------------------------------------------------------------------------------
 # Ports
 # ---------------------------------------------------------------------------------------
