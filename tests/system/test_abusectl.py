@@ -23,7 +23,7 @@ class AbusectlUsageTest(SystemTestCase):
         self.assertIn("Usage: abusectl", p.stdout)
         self.assertRegex(p.stdout, r"(?m)^\s+db\s+")
 
-    # BUG (found by this test): `abusectl db --help` (and `db -h`) exits 2 with "abusectl db:
+    # Regression test. The bug it caught, now fixed: `abusectl db --help` (and `db -h`) exits 2 with "abusectl db:
     # expected migrate or status" on stderr. abusectl/main.cpp declares --help as a global
     # option, so the global parser swallows it (vm["help"] set, never looked at once a
     # command is named) and cmd_db gets an empty argument list. Intended: the db usage on

@@ -75,7 +75,7 @@ class DnsTestCase(SystemTestCase):
                                recipient=rcpt(), **attrs)
             return action, time.monotonic() - t0
 
-    # BUG (found by this suite): event_log.detail is always ''. The decision's detail is
+    # Regression test. The bug it caught, now fixed: event_log.detail is always ''. The decision's detail is
     # computed (the `decision` log line has detail="rdns=no_ptr(+2); wait=3600s") and
     # server.cpp copies it into event_row::detail, but write_event_rows() in
     # policyd/store.cpp leaves "detail" out of the COPY column list and the tuple, so the
@@ -452,7 +452,7 @@ class DnsConfigTest(SystemTestCase):
     def test_server_that_is_not_an_address_is_refused(self):
         self.assertRefused(self.check("dns.servers=notanip"), "dns.servers", "notanip")
 
-    # BUG (found by this test): zones with an empty label (".dnsbl.test", "dnsbl..test") are
+    # Regression test. The bug it caught, now fixed: zones with an empty label (".dnsbl.test", "dnsbl..test") are
     # accepted: parse_dnsbl_entry() (policyd/dnsbl.cpp) checks only the characters and that
     # there is a dot. At run time every lookup of such a list fails (decision detail
     # ".dnsbl.test=error"), so the list silently never works and trips the breaker.
@@ -461,7 +461,7 @@ class DnsConfigTest(SystemTestCase):
             with self.subTest(entry=entry):
                 self.assertRefused(self.check("dnsbl.lists=" + entry), "dnsbl.lists", entry)
 
-    # BUG (found by this test): dns.servers=127.0.0.1:99999 passes --check-config and start-up
+    # Regression test. The bug it caught, now fixed: dns.servers=127.0.0.1:99999 passes --check-config and start-up
     # (config.cpp validates only the address part); every lookup then fails (servfail).
     def test_server_port_out_of_range_is_refused(self):
         self.assertRefused(self.check("dns.servers=127.0.0.1:99999"), "dns.servers", "99999")

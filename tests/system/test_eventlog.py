@@ -212,7 +212,7 @@ class EventLogTest(SystemTestCase):
         ("long_values", dict(helo_name="h" * 3000, sender="s" * 3000 + "@x.example")),
     ]
 
-    # BUG (found by this test): the helo_overlong, helo_surrogate, helo_above_10ffff,
+    # Regression test. The bug it caught, now fixed: the helo_overlong, helo_surrogate, helo_above_10ffff,
     # helo_f5_lead and client_scoped_v6 cases fail. to_valid_utf8() (policyd/store.cpp) lets
     # through byte sequences PostgreSQL rejects: 3/4-byte overlongs (E0 80..9F, F0 80..8F),
     # UTF-16 surrogates (ED A0..BF), code points above U+10FFFF (F4 90.., lead bytes F5..F7).
@@ -256,7 +256,7 @@ class EventLogTest(SystemTestCase):
                                        "WHERE postfix_instance = %s" % sql_quote(p + "b"))
             self.assertEqual(got, [["back\\slash\\N", "\\N", "tab\there", "\\."]])
 
-    # BUG (same cause as above): the rejected row stays at the front of the buffer and every
+    # Regression test. The bug it caught (same cause), now fixed: the rejected row stays at the front of the buffer and every
     # later batch includes it, so after one such request NO further event rows are written
     # until the daemon stops (and then they are all counted as lost).
     def test_later_rows_written_after_a_hostile_one(self):

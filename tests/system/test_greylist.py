@@ -163,7 +163,7 @@ class GreylistTest(SystemTestCase):
         self.assertRegex(self.req(sender="", recipient=r), HEADER_RX % "grey-mx1")
         self.assertEqual(self.req(sender="", recipient=r), "DUNNO")
 
-    # BUG (found by this test): a sender or recipient holding bytes that are not UTF-8 (a
+    # Regression test. The bug it caught, now fixed: a sender or recipient holding bytes that are not UTF-8 (a
     # Latin-1 "é", easy for any spam client when smtputf8 is off) makes the greylist query
     # fail in PostgreSQL ("invalid byte sequence for encoding UTF8"); the check is then
     # decided degraded and fails open: DUNNO, reason=degraded:greylist. Anyone can skip
