@@ -31,8 +31,9 @@ bool is_regex(std::string_view e) {
 
 std::string compile(std::string_view e, std::vector<std::pair<std::string, std::regex>>& out) {
   try {
-    out.emplace_back(std::string{e}, std::regex{std::string{e.substr(1, e.size() - 2)},
-                                                std::regex::ECMAScript | std::regex::icase | std::regex::optimize});
+    out.emplace_back(std::string{e},
+                     std::regex{std::string{e.substr(1, e.size() - 2)},
+                                std::regex::ECMAScript | std::regex::icase | std::regex_constants::__polynomial});
     return {};
   } catch (const std::regex_error& err) {
     return fmt::format("bad regular expression: {}", err.what());

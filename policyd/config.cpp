@@ -349,26 +349,27 @@ std::vector<spec> make_table() {
                     "Score added when the PTR name looks dynamic or generic (rdns.dynamic_patterns, or the address "
                     "spelled in the name).",
                     &cfg::rdns_dynamic_score));
-  t.push_back({"rdns.dynamic_patterns", "default",
-               "Regular expressions (ECMAScript, case-insensitive) for dynamic/generic host names; \"default\" is "
-               "the built-in set (docs/dns.md); several allowed.",
-               true, false, [](cfg& c, const values& v) {
-                 c.rdns_dynamic_patterns.clear();
-                 for (const auto& item : v) {
-                   if (item == "default") {
-                     for (const auto& d : default_dynamic_patterns()) c.rdns_dynamic_patterns.push_back(d);
-                     continue;
-                   }
-                   if (item.empty()) continue;
-                   try {
-                     std::regex re{item, std::regex::ECMAScript | std::regex::icase};
-                   } catch (const std::regex_error& e) {
-                     return std::string{"bad regular expression "} + item + ": " + e.what();
-                   }
-                   c.rdns_dynamic_patterns.push_back(item);
-                 }
-                 return std::string{};
-               }});
+  t.push_back(
+      {"rdns.dynamic_patterns", "default",
+       "Regular expressions (ECMAScript, case-insensitive) for dynamic/generic host names; \"default\" is "
+       "the built-in set (docs/dns.md); several allowed.",
+       true, false, [](cfg& c, const values& v) {
+         c.rdns_dynamic_patterns.clear();
+         for (const auto& item : v) {
+           if (item == "default") {
+             for (const auto& d : default_dynamic_patterns()) c.rdns_dynamic_patterns.push_back(d);
+             continue;
+           }
+           if (item.empty()) continue;
+           try {
+             std::regex re{item, std::regex::ECMAScript | std::regex::icase | std::regex_constants::__polynomial};
+           } catch (const std::regex_error& e) {
+             return std::string{"bad regular expression "} + item + ": " + e.what();
+           }
+           c.rdns_dynamic_patterns.push_back(item);
+         }
+         return std::string{};
+       }});
   t.push_back(dur("maintenance.interval", "10m",
                   "How often expired greylist rows are deleted and event-log partitions created and pruned.",
                   &cfg::maintenance_interval, seconds{1}, hours{24}));
@@ -426,6 +427,7 @@ std::string validate(const policyd_config& c) {
   if (c.greylist.max_age < c.greylist.retry_window) {
     problems += "greylist.max_age must not be shorter than greylist.retry_window\n";
   }
+  if (c.dns_ttl_min > c.dns_ttl_max) problems += "dns.ttl_min must not be longer than dns.ttl_max\n";
   if (c.dnsbl_trust_score >= c.dnsbl_reject_score) {
     problems += "dnsbl.trust_score must be below dnsbl.reject_score\n";
   }

@@ -65,6 +65,7 @@ std::string reverse_name(std::string_view address) {
 
 struct dns_resolver::pending {
   std::string key;
+  std::uint64_t id = 0;
   bool done = false;
   dns_answer answer;
   std::vector<asio::steady_timer*> waiters;  // woken (cancelled) when done
@@ -119,6 +120,7 @@ ttl_info scan_ttls(const unsigned char* abuf, int alen) {
     if (!skip_name(p) || p + 10 > end) return info;
     auto type = get16(p);
     auto ttl = get32(p + 4);
+    if ((ttl & 0x80000000U) != 0) ttl = 0;  // RFC 2181 section 8
     auto rdlen = get16(p + 8);
     p += 10;
     if (p + rdlen > end) return info;
@@ -206,7 +208,9 @@ dns_answer parse_answer(dns_type type, int status, const unsigned char* abuf, in
       rc = ares_parse_ptr_reply(abuf, alen, nullptr, 0, AF_INET, &h);
       if (rc == ARES_SUCCESS && h != nullptr) {
         if (h->h_name != nullptr) a.records.emplace_back(h->h_name);
-        for (char** p = h->h_aliases; p != nullptr && *p != nullptr; ++p) a.records.emplace_back(*p);
+        for (char** p = h->h_aliases; p != nullptr && *p != nullptr; ++p) {
+          if (std::find(a.records.begin(), a.records.end(), *p) == a.records.end()) a.records.emplace_back(*p);
+        }
       }
       if (h != nullptr) ares_free_hostent(h);
       break;
@@ -242,6 +246,7 @@ struct dns_resolver::impl {
   unsigned next_gen = 0;
   std::map<ares_socket_t, watch> sockets;
   std::unordered_map<std::string, std::shared_ptr<pending>> inflight;
+  std::uint64_t next_query_id = 0;
   // The cache: LRU list of keys, map to (expiry, answer, list position).
   struct entry {
     steady::time_point expires;
@@ -326,7 +331,7 @@ struct dns_resolver::impl {
   void store(const std::string& key, const dns_answer& a) {
     std::chrono::seconds ttl;
     if (a.status == dns_status::ok) {
-      ttl = std::clamp(a.ttl, opts.ttl_min, opts.ttl_max);
+      ttl = std::clamp(a.ttl, opts.ttl_min, std::max(opts.ttl_min, opts.ttl_max));
     } else if (a.status == dns_status::nxdomain || a.status == dns_status::nodata) {
       ttl = std::clamp(a.ttl, opts.ttl_min, std::max(opts.ttl_min, opts.negative_ttl_max));
     } else {
@@ -346,6 +351,7 @@ struct dns_resolver::impl {
   }
 
   void finish(const std::shared_ptr<pending>& p, dns_answer a) {
+    a.query_id = p->id;
     p->answer = std::move(a);
     p->done = true;
     inflight.erase(p->key);
@@ -436,6 +442,7 @@ std::shared_ptr<dns_resolver::pending> dns_resolver::start(const std::string& na
   }
   auto p = std::make_shared<pending>();
   p->key = key;
+  p->id = ++im.next_query_id;
   im.inflight.emplace(key, p);
   ++stats_.queries_sent;
   auto* ctx = new query_ctx{&im, p, type};  // NOLINT: owned by on_answer
@@ -447,14 +454,19 @@ std::shared_ptr<dns_resolver::pending> dns_resolver::start(const std::string& na
 asio::awaitable<dns_answer> dns_resolver::wait(std::shared_ptr<pending> p, steady::time_point deadline) {
   if (!p->done) {
     asio::steady_timer t{impl_->ex, deadline};
+    // Registered while this frame lives, whatever ends it.
+    struct registration {
+      pending& p;
+      asio::steady_timer* t;
+      ~registration() { p.waiters.erase(std::remove(p.waiters.begin(), p.waiters.end(), t), p.waiters.end()); }
+    } reg{*p, &t};
     p->waiters.push_back(&t);
     co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-    auto& w = p->waiters;
-    w.erase(std::remove(w.begin(), w.end(), &t), w.end());
   }
   if (!p->done) {
     dns_answer a;
     a.status = dns_status::timed_out;
+    a.query_id = p->id;
     co_return a;
   }
   co_return p->answer;

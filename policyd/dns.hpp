@@ -46,6 +46,9 @@ struct dns_answer {
   std::vector<std::string> records;  // addresses as text, TXT strings, PTR names
   std::chrono::seconds ttl{0};
   bool from_cache = false;
+  // Which query this is the answer of (0 for a cache hit): requests that shared one lookup
+  // see the same id, so a failure can be counted once per query, not once per request.
+  std::uint64_t query_id = 0;
 };
 
 struct dns_options {

@@ -13,7 +13,8 @@ using steady = std::chrono::steady_clock;
 dns_check::dns_check(const policyd_config& cfg, dns_resolver& resolver)
     : cfg_{cfg}, dns_{resolver}, state_(cfg.dnsbl_lists.size()) {
   for (const auto& p : cfg.rdns_dynamic_patterns) {
-    dynamic_.emplace_back(p, std::regex::ECMAScript | std::regex::icase | std::regex::optimize);
+    // __polynomial: libstdc++'s non-backtracking matcher; host names come from senders.
+    dynamic_.emplace_back(p, std::regex::ECMAScript | std::regex::icase | std::regex_constants::__polynomial);
   }
 }
 
@@ -68,16 +69,22 @@ asio::awaitable<check_result> dns_check::evaluate(const request_context& ctx) {
   // Start every list's lookup first: they run concurrently.
   auto rev = reverse_name(client);
   std::vector<std::shared_ptr<dns_resolver::pending>> lookups(cfg_.dnsbl_lists.size());
+  bool incomplete = false;  // a list failed or was skipped: the score may be too low
+  std::string skipped;
   for (std::size_t i = 0; i < cfg_.dnsbl_lists.size(); ++i) {
     auto& st = state_[i];
-    if (st.disabled && now < st.disabled_until) continue;
+    if (st.disabled && now < st.disabled_until) {
+      incomplete = true;
+      skipped += (skipped.empty() ? "" : " ") + cfg_.dnsbl_lists[i].zone + "=skipped";
+      continue;
+    }
     lookups[i] = dns_.start(rev + "." + cfg_.dnsbl_lists[i].zone, dns_type::a);
   }
   std::pair<rdns_result, std::string> rdns{rdns_result::unknown, {}};
   if (cfg_.rdns_enable) rdns = co_await reverse_dns(ctx, client, deadline);
 
   int score = 0;
-  std::string detail;
+  std::string detail = skipped;
   const dnsbl_list* top_hit = nullptr;
   auto add_detail = [&detail](const std::string& d) { detail += (detail.empty() ? "" : " ") + d; };
   for (std::size_t i = 0; i < lookups.size(); ++i) {
@@ -88,7 +95,11 @@ asio::awaitable<check_result> dns_check::evaluate(const request_context& ctx) {
     bool failed =
         ans.status == dns_status::timed_out || ans.status == dns_status::servfail || ans.status == dns_status::error;
     if (failed) {
+      incomplete = true;
       add_detail(fmt::format("{}={}", list.zone, to_string(ans.status)));
+      // Requests that shared one lookup share its failure: count it once.
+      if (ans.query_id != 0 && ans.query_id == st.last_failed_query) continue;
+      st.last_failed_query = ans.query_id;
       if (++st.failures >= cfg_.dns_breaker_failures && !st.disabled) {
         st.disabled = true;
         st.disabled_until = steady::now() + cfg_.dns_breaker_cooldown;
@@ -99,16 +110,19 @@ asio::awaitable<check_result> dns_check::evaluate(const request_context& ctx) {
       }
       continue;
     }
-    if (st.disabled) {
-      log(log_level::info, "dnsbl_list_restored", "{}", kv("list", list.zone));
-      st.disabled = false;
+    // Only a real answer says the list works again; a cached one says nothing new.
+    if (!ans.from_cache) {
+      if (st.disabled) {
+        log(log_level::info, "dnsbl_list_restored", "{}", kv("list", list.zone));
+        st.disabled = false;
+      }
+      st.failures = 0;
     }
-    st.failures = 0;
     bool hit = false;
     for (const auto& rec : ans.records) {
       if (is_dnsbl_error_code(list, rec)) {
         ++st.error_codes;
-        if (steady::now() - st.last_error_log > cfg_.dns_error_log_interval) {
+        if (!st.last_error_log || steady::now() - *st.last_error_log > cfg_.dns_error_log_interval) {
           st.last_error_log = steady::now();
           log(log_level::error, "dnsbl_refused", "{} code={} count={} hint={}", kv("list", list.zone), rec,
               st.error_codes,
@@ -143,6 +157,7 @@ asio::awaitable<check_result> dns_check::evaluate(const request_context& ctx) {
   }
   r.score = score;
   r.detail = detail;
+  if (cfg_.rdns_enable && rdns.first == rdns_result::unknown) incomplete = true;
   auto outcome = judge_score(score, score_policy{cfg_.dnsbl_reject_score, cfg_.dnsbl_trust_score,
                                                  cfg_.dnsbl_selective_greylist, cfg_.dnsbl_greylist_score});
   if (outcome == score_outcome::reject) {
@@ -150,10 +165,12 @@ asio::awaitable<check_result> dns_check::evaluate(const request_context& ctx) {
     r.reason = "dnsbl";
     if (top_hit != nullptr) {
       std::string txt;
-      auto t = co_await dns_.lookup(
-          rev + "." + top_hit->zone, dns_type::txt,
-          std::min(ctx.deadline, std::max(deadline, steady::now() + std::chrono::milliseconds{200})));
-      if (t.status == dns_status::ok && !t.records.empty() && !cfg_.dnsbl_hide_names) txt = t.records.front();
+      if (!cfg_.dnsbl_hide_names) {
+        auto t = co_await dns_.lookup(
+            rev + "." + top_hit->zone, dns_type::txt,
+            std::min(ctx.deadline, std::max(deadline, steady::now() + std::chrono::milliseconds{200})));
+        if (t.status == dns_status::ok && !t.records.empty()) txt = t.records.front();
+      }
       // Postfix replaces non-printable characters; we keep the text to one safe line.
       for (auto& c : txt) {
         if (static_cast<unsigned char>(c) < ' ' || static_cast<unsigned char>(c) > '~') c = ' ';
@@ -173,12 +190,17 @@ asio::awaitable<check_result> dns_check::evaluate(const request_context& ctx) {
     r.reason = "dns_trusted";
     co_return r;
   }
-  if (outcome == score_outcome::clean) {
+  // A failed or skipped check is never evidence of a clean client.
+  if (outcome == score_outcome::clean && !incomplete) {
     r.v = verdict::pass;
     r.reason = "dns_clean";
     co_return r;
   }
   if (score != 0) r.reason = "dns_score";
+  if (incomplete) {
+    r.degraded = true;
+    r.reason += r.reason.empty() ? "degraded:dns" : ",degraded:dns";
+  }
   co_return r;
 }
 

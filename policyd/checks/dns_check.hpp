@@ -10,13 +10,17 @@
 // at most once per dns.error_log_interval per list, with a running count.
 // Reverse DNS uses Postfix's client_name / reverse_client_name when they were sent and
 // looks up only what is missing. Verdicts: score >= dnsbl.reject_score: reject (the text
-// names the list and its TXT); score <= dnsbl.trust_score: pass (skips greylisting); with
-// dnsbl.selective_greylist, score < dnsbl.greylist_score: pass too; else continue with
-// the score. The decision detail lists every hit: "dnsbl.test=127.0.0.2(+3) rdns=no_ptr(+2)".
+// names the list and its TXT; fetching the TXT may take up to 200 ms past dns.budget, never
+// past the request deadline); score <= dnsbl.trust_score: pass (skips greylisting); with
+// dnsbl.selective_greylist, score < dnsbl.greylist_score: pass too, unless a list failed or
+// was skipped or the reverse DNS could not be checked (then the request is greylisted as
+// usual and marked degraded: a failure never makes a client look clean); else continue
+// with the score. The decision detail lists every hit: "dnsbl.test=127.0.0.2(+3) rdns=no_ptr(+2)".
 #pragma once
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
@@ -40,7 +44,8 @@ class dns_check final : public check {
     std::chrono::steady_clock::time_point disabled_until{};
     bool disabled = false;
     std::uint64_t error_codes = 0;
-    std::chrono::steady_clock::time_point last_error_log{};
+    std::optional<std::chrono::steady_clock::time_point> last_error_log;
+    std::uint64_t last_failed_query = 0;  // a shared lookup's failure counts once
   };
   boost::asio::awaitable<std::pair<rdns_result, std::string>> reverse_dns(
       const request_context& ctx, std::string client, std::chrono::steady_clock::time_point deadline);

@@ -414,6 +414,46 @@ class DnsFailureTest(DnsTestCase):
         self.assertEqual(d.count_log(r"dnsbl_list_disabled"), 1)
 
 
+    def test_one_shared_failed_lookup_counts_once_for_the_breaker(self):
+        # Five requests for one client join one lookup of the dead list: one failure, not five.
+        d = self.dns_policyd("dnsbl.lists=dead.test*2", "dns.breaker_failures=3", *self.FAST, name="shared")
+        n = 5
+        clients = [self.track(d.client()) for _ in range(n)]
+        payloads = [build_request(client_address="192.0.2.44", sender="c%s@s.example" % unique_word(),
+                                  recipient=rcpt(), **VERIFIED) for _ in range(n)]
+        barrier = threading.Barrier(n)
+        actions, errors = [None] * n, []
+
+        def run(i):
+            try:
+                barrier.wait(5)
+                clients[i].send_raw(payloads[i])
+                actions[i] = clients[i].read_reply()
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        self.assertEqual(errors, [])
+        for a in actions:
+            self.assertRegex(a, GREYLISTED)
+        self.assertEqual(d.count_log(r"dnsbl_list_disabled"), 0)
+
+    def test_a_failing_list_never_makes_a_client_look_clean(self):
+        # Selective greylisting skips clean clients; a list that did not answer proves nothing.
+        d = self.dns_policyd("dnsbl.lists=dead.test*2", "dnsbl.selective_greylist=yes", *self.FAST,
+                             name="selective-dead")
+        inst = new_instance()
+        action = self.ask(d, "192.0.2.45", instance=inst, **VERIFIED)
+        self.assertRegex(action, GREYLISTED)
+        reason, detail, _ = self.event(inst)
+        self.assertIn("degraded:dns", reason)
+        self.assertIn("dead.test=timeout", detail)
+
+
 class DnsConfigTest(SystemTestCase):
     """List and server syntax errors stop policyd at start (EX_CONFIG), naming the key and entry."""
 
