@@ -339,6 +339,10 @@ std::vector<spec> make_table() {
                }});
   t.push_back(flag("dnsbl.hide_names", "no", "Say \"a DNS blocklist\" in reject texts, with no list name or TXT.",
                    &cfg::dnsbl_hide_names));
+  t.push_back(dur("dnsbl.self_test_interval", "1h",
+                  "How often every list is self-tested (RFC 5782: 127.0.0.2 listed, 127.0.0.1 not); a list "
+                  "answering for 127.0.0.1 is disarmed until it passes again.",
+                  &cfg::dnsbl_self_test_interval, seconds{1}, hours{24 * 7}));
   t.push_back(flag("rdns.enable", "yes", "Score the client's reverse DNS (forward-confirmed PTR).", &cfg::rdns_enable));
   t.push_back(score("rdns.no_ptr_score", "2", "Score added when the client address has no PTR record.",
                     &cfg::rdns_no_ptr_score));

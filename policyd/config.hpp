@@ -86,6 +86,7 @@ struct policyd_config {
   int dnsbl_greylist_score = 1;
   std::vector<std::pair<std::string, std::string>> dnsbl_reply_names;
   bool dnsbl_hide_names = false;
+  milliseconds dnsbl_self_test_interval{std::chrono::hours{1}};
 
   bool rdns_enable = true;
   int rdns_no_ptr_score = 2;

@@ -118,7 +118,9 @@ struct server::impl {
     // Precedence, top-down: allow-lists, then DNS reputation (DNSWL trust, DNSBL and
     // reverse-DNS score), then greylisting.
     pipe.add(std::make_unique<allowlist_check>(owner.allowlists_));
-    pipe.add(std::make_unique<dns_check>(cfg, resolver));
+    auto dns = std::make_unique<dns_check>(cfg, resolver);
+    dns_checker = dns.get();
+    pipe.add(std::move(dns));
     pipe.add(std::make_unique<greylist_check>(cfg, db));
   }
 
@@ -129,6 +131,7 @@ struct server::impl {
   pipeline pipe;
   event_log elog;
   dns_resolver resolver;
+  dns_check* dns_checker = nullptr;  // owned by pipe
   std::vector<std::unique_ptr<tcp::acceptor>> tcp_acceptors;
   std::vector<std::unique_ptr<local_stream::acceptor>> unix_acceptors;
   std::vector<std::string> unix_paths;
@@ -217,6 +220,7 @@ asio::awaitable<void> server::run() {
     });
   }
   asio::co_spawn(ex, im.maintenance(), asio::detached);
+  if (!im.cfg.dnsbl_lists.empty()) asio::co_spawn(ex, im.dns_checker->self_test_loop(im.stopping), asio::detached);
   sd_notify_ready();
   log(log_level::info, "ready", "{} greylist={} event_log={}", kv("name", im.cfg.name), im.cfg.greylist_enable,
       im.cfg.event_log_enable);

@@ -1,7 +1,13 @@
 // DNS reputation check; see dns_check.hpp.
 #include "policyd/checks/dns_check.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "core/log.hpp"
 #include "policyd/net.hpp"
@@ -53,6 +59,44 @@ asio::awaitable<std::pair<rdns_result, std::string>> dns_check::reverse_dns(cons
   co_return std::pair{classify_rdns(true, fwd.records, client), host};
 }
 
+asio::awaitable<void> dns_check::self_test_loop(const bool& stop) {
+  auto ex = co_await asio::this_coro::executor;
+  asio::steady_timer t{ex};
+  while (!stop) {
+    for (std::size_t i = 0; i < cfg_.dnsbl_lists.size() && !stop; ++i) {
+      const auto& list = cfg_.dnsbl_lists[i];
+      auto& st = state_[i];
+      auto deadline = steady::now() + cfg_.dns_budget;
+      auto must = dns_.start("2.0.0.127." + list.zone, dns_type::a);
+      auto must_not = dns_.start("1.0.0.127." + list.zone, dns_type::a);
+      auto yes = co_await dns_.wait(must, deadline);
+      auto no = co_await dns_.wait(must_not, deadline);
+      bool lists_everything =
+          no.status == dns_status::ok && std::any_of(no.records.begin(), no.records.end(),
+                                                     [&](const std::string& a) { return dnsbl_matches(list, a); });
+      bool lists_test_entry = yes.status == dns_status::ok && !yes.records.empty();
+      if (lists_everything) {
+        if (!st.disarmed) {
+          log(log_level::error, "dnsbl_self_test_failed", "{} answer={} action=disarmed {}", kv("list", list.zone),
+              no.records.front(),
+              log_quote("the list answers for 127.0.0.1, which RFC 5782 forbids: it would list every client"));
+        }
+        st.disarmed = true;
+      } else if (no.status == dns_status::nxdomain || no.status == dns_status::nodata) {
+        if (st.disarmed) log(log_level::info, "dnsbl_self_test_passed", "{} action=rearmed", kv("list", list.zone));
+        st.disarmed = false;
+        if (!lists_test_entry && (yes.status == dns_status::nxdomain || yes.status == dns_status::nodata)) {
+          log(log_level::warning, "dnsbl_self_test_incomplete", "{} {}", kv("list", list.zone),
+              log_quote("127.0.0.2 is not listed (RFC 5782 says it must be): check the zone name"));
+        }
+      }
+      // Timeouts and failures prove nothing either way: the breaker handles those.
+    }
+    t.expires_after(cfg_.dnsbl_self_test_interval);
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+}
+
 asio::awaitable<check_result> dns_check::evaluate(const request_context& ctx) {
   check_result r;
   const auto& req = ctx.req;
@@ -73,9 +117,9 @@ asio::awaitable<check_result> dns_check::evaluate(const request_context& ctx) {
   std::string skipped;
   for (std::size_t i = 0; i < cfg_.dnsbl_lists.size(); ++i) {
     auto& st = state_[i];
-    if (st.disabled && now < st.disabled_until) {
+    if (st.disarmed || (st.disabled && now < st.disabled_until)) {
       incomplete = true;
-      skipped += (skipped.empty() ? "" : " ") + cfg_.dnsbl_lists[i].zone + "=skipped";
+      skipped += (skipped.empty() ? "" : " ") + cfg_.dnsbl_lists[i].zone + (st.disarmed ? "=disarmed" : "=skipped");
       continue;
     }
     lookups[i] = dns_.start(rev + "." + cfg_.dnsbl_lists[i].zone, dns_type::a);

@@ -38,6 +38,13 @@ class dns_check final : public check {
   std::string_view name() const override { return "dns"; }
   boost::asio::awaitable<check_result> evaluate(const request_context& ctx) override;
 
+  // RFC 5782 section 5 self-test of every IPv4 list, now and then every
+  // dnsbl.self_test_interval: a list that answers for 127.0.0.1 (which no DNSxL may list:
+  // it lists everything, e.g. an expired zone parked behind a wildcard) is disarmed until a
+  // later test passes; a list that does not list 127.0.0.2 is only reported. Runs until
+  // stop is set; spawn once on the loop.
+  boost::asio::awaitable<void> self_test_loop(const bool& stop);
+
  private:
   struct list_state {
     unsigned failures = 0;
@@ -46,6 +53,7 @@ class dns_check final : public check {
     std::uint64_t error_codes = 0;
     std::optional<std::chrono::steady_clock::time_point> last_error_log;
     std::uint64_t last_failed_query = 0;  // a shared lookup's failure counts once
+    bool disarmed = false;                // failed the RFC 5782 self-test
   };
   boost::asio::awaitable<std::pair<rdns_result, std::string>> reverse_dns(
       const request_context& ctx, std::string client, std::chrono::steady_clock::time_point deadline);

@@ -138,8 +138,8 @@ boost::asio::awaitable<check_result> greylist_check::evaluate(const request_cont
     r.detail = fmt::format("delayed={}s", step.delayed.count());
     if (cfg_.greylist_prepend && first_header_for(req.get("instance"))) {
       r.v = verdict::prepend;
-      r.header = fmt::format("{}: delayed {} seconds by lupine-policyd at {}; {}", cfg_.greylist_header,
-                             step.delayed.count(), cfg_.name, rfc5322_date(now));
+      r.header = fmt::format("{}: delayed {} second{} by lupine-policyd at {}; {}", cfg_.greylist_header,
+                             step.delayed.count(), step.delayed.count() == 1 ? "" : "s", cfg_.name, rfc5322_date(now));
     }
   }
   co_return r;

@@ -9,6 +9,7 @@ Zones (TEST-NET-1 192.0.2.0/24 and 2001:db8::/32 clients):
                .20-.29 -> 127.0.0.2 (for cache tests); 127.0.0.2 -> 127.0.0.2 (RFC 5782 test);
                2001:db8::2 -> 127.0.0.2
   bl2.test     192.0.2.2 -> 127.0.0.4
+  wildcard.test  every name -> 127.0.0.2 (fails the RFC 5782 self-test)
   dnswl.test   192.0.2.5 -> 127.0.10.2
   reverse      192.0.2.10 PTR mail.good.test (A 192.0.2.10: confirmed)
                192.0.2.11 PTR fake.good.test (A 192.0.2.99: not confirmed)
@@ -53,6 +54,9 @@ def zones():
         "9.2.0.192 IN A 127.255.255.254",
         _nibbles("2001:db8::2") + ".dnsbl.test. IN A 127.0.0.2",
     ] + [f"{i}.2.0.192 IN A 127.0.0.2" for i in range(20, 30)]) + "\n"
+    # A list that answers for everything (an expired zone parked behind a wildcard):
+    # RFC 5782's self-test (127.0.0.1 must not be listed) catches it.
+    z["wildcard.test"] = SOA.format(z="wildcard.test", neg=300) + "* IN A 127.0.0.2\n"
     z["bl2.test"] = SOA.format(z="bl2.test", neg=300) + "2.2.0.192 IN A 127.0.0.4\n"
     z["dnswl.test"] = SOA.format(z="dnswl.test", neg=300) + "5.2.0.192 IN A 127.0.10.2\n"
     z["good.test"] = SOA.format(z="good.test", neg=300) + (

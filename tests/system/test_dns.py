@@ -454,6 +454,24 @@ class DnsFailureTest(DnsTestCase):
         self.assertIn("dead.test=timeout", detail)
 
 
+class DnsSelfTestTest(DnsTestCase):
+    """RFC 5782 section 5: a list that answers for 127.0.0.1 lists everyone; it is disarmed."""
+
+    def test_a_list_that_lists_everything_is_disarmed(self):
+        d = self.dns_policyd("dnsbl.lists=wildcard.test*3, dnsbl.test*3", name="selftest")
+        lines = d.wait_for_log(r"dnsbl_self_test_failed")
+        self.assertIn("list=wildcard.test", lines[0])
+        self.assertIn("action=disarmed", lines[0])
+        self.assertEqual(d.count_log(r"dnsbl_self_test_failed.*list=dnsbl\.test"), 0)
+        inst = new_instance()
+        action = self.ask(d, "192.0.2.10", instance=inst, **VERIFIED)
+        self.assertRegex(action, GREYLISTED)  # the wildcard would have rejected it
+        _, detail, _ = self.event(inst)
+        self.assertIn("wildcard.test=disarmed", detail)
+        # The list that passed its self-test still works.
+        self.assertEqual(self.ask(d, "192.0.2.2", **VERIFIED), blocked("192.0.2.2", txt=TXT_2))
+
+
 class DnsConfigTest(SystemTestCase):
     """List and server syntax errors stop policyd at start (EX_CONFIG), naming the key and entry."""
 

@@ -12,7 +12,7 @@ from harness import (SystemTestCase, new_instance, unique_word, psql, query_rows
                      sql_quote, sleep_until, wait_until)
 
 DELAY = 2.0
-HEADER_RX = (r"^PREPEND X-Greylist: delayed (\d+) seconds by lupine-policyd at %s; "
+HEADER_RX = (r"^PREPEND X-Greylist: delayed (\d+) seconds? by lupine-policyd at %s; "
              r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
              r"\d{4} \d\d:\d\d:\d\d \+0000$")
 

@@ -8,7 +8,7 @@ import unittest
 from harness import (SystemTestCase, Policyd, Client, create_database, drop_database, new_instance,
                      unique_word, psql, query_rows, query_value, sql_quote, sleep_until, migration_names)
 
-HEADER_RX = r"^PREPEND X-Greylist: delayed \d+ seconds by lupine-policyd at %s; .+ \+0000$"
+HEADER_RX = r"^PREPEND X-Greylist: delayed \d+ seconds? by lupine-policyd at %s; .+ \+0000$"
 
 
 def deferred(seconds):
