@@ -137,6 +137,22 @@ ttl_info scan_ttls(const unsigned char* abuf, int alen) {
   return info;
 }
 
+// The addresses of an A or AAAA answer as text, through c-ares's hostent parser.
+template <class Address, class Parser>
+int parse_addresses(const unsigned char* abuf, int alen, Parser parse, std::vector<std::string>& out) {
+  hostent* h = nullptr;
+  int rc = parse(abuf, alen, &h, nullptr, nullptr);
+  if (rc == ARES_SUCCESS && h != nullptr) {
+    for (char** p = h->h_addr_list; *p != nullptr; ++p) {
+      typename Address::bytes_type b{};
+      std::copy_n(reinterpret_cast<unsigned char*>(*p), b.size(), b.begin());  // NOLINT: hostent layout
+      out.push_back(Address{b}.to_string());
+    }
+  }
+  if (h != nullptr) ares_free_hostent(h);
+  return rc;
+}
+
 dns_answer parse_answer(dns_type type, int status, const unsigned char* abuf, int alen) {
   dns_answer a;
   switch (status) {
@@ -160,32 +176,10 @@ dns_answer parse_answer(dns_type type, int status, const unsigned char* abuf, in
   a.ttl = std::chrono::seconds{t.answer_ttl.value_or(0)};
   int rc = ARES_SUCCESS;
   switch (type) {
-    case dns_type::a: {
-      hostent* h = nullptr;
-      rc = ares_parse_a_reply(abuf, alen, &h, nullptr, nullptr);
-      if (rc == ARES_SUCCESS && h != nullptr) {
-        for (char** p = h->h_addr_list; *p != nullptr; ++p) {
-          std::array<unsigned char, 4> b{};
-          std::copy_n(reinterpret_cast<unsigned char*>(*p), 4, b.begin());  // NOLINT: hostent layout
-          a.records.push_back(asio::ip::address_v4{b}.to_string());
-        }
-      }
-      if (h != nullptr) ares_free_hostent(h);
+    case dns_type::a: rc = parse_addresses<asio::ip::address_v4>(abuf, alen, ares_parse_a_reply, a.records); break;
+    case dns_type::aaaa:
+      rc = parse_addresses<asio::ip::address_v6>(abuf, alen, ares_parse_aaaa_reply, a.records);
       break;
-    }
-    case dns_type::aaaa: {
-      hostent* h = nullptr;
-      rc = ares_parse_aaaa_reply(abuf, alen, &h, nullptr, nullptr);
-      if (rc == ARES_SUCCESS && h != nullptr) {
-        for (char** p = h->h_addr_list; *p != nullptr; ++p) {
-          std::array<unsigned char, 16> b{};
-          std::copy_n(reinterpret_cast<unsigned char*>(*p), 16, b.begin());  // NOLINT: hostent layout
-          a.records.push_back(asio::ip::address_v6{b}.to_string());
-        }
-      }
-      if (h != nullptr) ares_free_hostent(h);
-      break;
-    }
     case dns_type::txt: {
       ares_txt_ext* txt = nullptr;
       rc = ares_parse_txt_reply_ext(abuf, alen, &txt);
