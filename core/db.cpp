@@ -10,6 +10,7 @@
 
 #include "core/db_session.hpp"
 #include "core/log.hpp"
+#include "core/text.hpp"
 
 namespace lupine {
 
@@ -42,15 +43,6 @@ struct thread_state {
   bool failed_once = false;
 };
 thread_local thread_state t_state;
-
-std::uint64_t fnv1a(const std::string& s) {
-  std::uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
 
 // Advisory lock key for migrations: any constant shared by all instances.
 constexpr long long migrate_lock_key = 0x4c7570696e65;  // "Lupine"

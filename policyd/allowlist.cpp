@@ -7,17 +7,11 @@
 
 #include <fmt/format.h>
 
+#include "core/text.hpp"
 #include "policyd/protocol.hpp"
 
 namespace lupine::policyd {
 namespace {
-
-std::string lower(std::string_view s) {
-  std::string out{s};
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
@@ -78,7 +72,7 @@ std::vector<std::string> load_file(const std::string& path, List& list) {
 
 std::string address_list::add(std::string_view entry) {
   if (is_regex(entry)) return compile(entry, regexes_);
-  auto e = lower(entry);
+  auto e = ascii_lower(entry);
   auto at = e.find('@');
   if (at == std::string::npos) {
     if (!valid_hostname(e)) return "expected an address, user@, a domain or /regex/";
@@ -95,7 +89,7 @@ std::string address_list::add(std::string_view entry) {
 
 std::optional<std::string> address_list::match(std::string_view address) const {
   if (address.empty()) return std::nullopt;
-  auto a = lower(address);
+  auto a = ascii_lower(address);
   if (addresses_.count(a) != 0) return a;
   auto at = a.rfind('@');
   std::string_view local = at == std::string::npos ? std::string_view{a} : std::string_view{a}.substr(0, at);
@@ -136,7 +130,7 @@ std::string client_list::add_cidr(std::string_view entry) {
 }
 
 std::string client_list::add_name(std::string_view entry) {
-  auto e = lower(entry);
+  auto e = ascii_lower(entry);
   if (!e.empty() && e.front() == '.') e.erase(0, 1);
   if (!valid_hostname(e) || e.find('.') == std::string::npos) {
     return "expected an address, CIDR, hostname suffix or /regex/";
@@ -160,7 +154,7 @@ std::optional<std::string> client_list::match(std::string_view address, std::str
       }
     }
   }
-  auto name = lower(verified_name);
+  auto name = ascii_lower(verified_name);
   if (!name.empty() && name != "unknown") {
     for (const auto& s : names_) {
       if (domain_match(name, s)) return s;

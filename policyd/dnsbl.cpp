@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "core/text.hpp"
 #include "policyd/net.hpp"
 
 namespace lupine::policyd {
@@ -84,7 +85,7 @@ std::optional<dnsbl_list> parse_dnsbl_entry(std::string_view entry, std::string&
     error = "the zone has an empty label";
     return std::nullopt;
   }
-  for (char c : zone) l.zone.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  l.zone = ascii_lower(zone);
   if (eq != std::string_view::npos) {
     auto f = rest.substr(eq + 1);
     std::array<octet_pattern, 4> pats;
@@ -165,8 +166,7 @@ rdns_result classify_rdns(bool ptr_found, const std::vector<std::string>& forwar
 }
 
 bool looks_dynamic(std::string_view name, std::string_view client, const std::vector<std::regex>& patterns) {
-  std::string n{name};
-  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::string n = ascii_lower(name);
   for (const auto& re : patterns) {
     if (std::regex_search(n, re)) return true;
   }

@@ -4,16 +4,10 @@
 #include <algorithm>
 #include <cctype>
 #include <vector>
+#include "core/text.hpp"
 
 namespace lupine::policyd {
 namespace {
-
-std::string lower(std::string_view s) {
-  std::string out{s};
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 bool is_hex(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -117,12 +111,12 @@ std::string fold_tags(const std::string& local) {
 }  // namespace
 
 std::string normalize_recipient(std::string_view recipient) {
-  return lower(recipient);
+  return ascii_lower(recipient);
 }
 
 std::string normalize_sender(std::string_view sender, std::string_view recipient) {
   if (sender.empty() || sender == "<>") return "<>";
-  std::string s = lower(sender);
+  std::string s = ascii_lower(sender);
   auto at = s.rfind('@');
   std::string local = at == std::string::npos ? s : s.substr(0, at);
   std::string domain = at == std::string::npos ? std::string{} : s.substr(at);  // with '@'
@@ -134,7 +128,7 @@ std::string normalize_sender(std::string_view sender, std::string_view recipient
     if (auto plus = local.find('+'); plus != std::string::npos && plus > 0) local.resize(plus);
     // VERP with the recipient inside: list-bounces-user=example.org@...
     if (auto rat = recipient.rfind('@'); rat != std::string_view::npos) {
-      std::string embedded = lower(recipient.substr(0, rat)) + "=" + lower(recipient.substr(rat + 1));
+      std::string embedded = ascii_lower(recipient.substr(0, rat)) + "=" + ascii_lower(recipient.substr(rat + 1));
       if (auto p = local.find(embedded); p != std::string::npos) local.replace(p, embedded.size(), "#rcpt#");
     }
     local = fold_tags(local);

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "core/text.hpp"
 #include "policyd/net.hpp"
 
 namespace lupine::policyd {
@@ -18,11 +19,9 @@ std::string bounded_key(std::string v) {
   // an absurdly long address would skip greylisting. Keep a readable head and a hash.
   constexpr std::size_t max_len = 320;
   if (v.size() <= max_len) return v;
-  std::uint64_t h1 = 1469598103934665603ULL, h2 = 0x9e3779b97f4a7c15ULL;
-  for (unsigned char c : v) {
-    h1 = (h1 ^ c) * 1099511628211ULL;
-    h2 = (h2 ^ c) * 0x100000001b3ULL + (h2 >> 29);
-  }
+  // Two FNV-1a runs from different bases: 128 bits, so distinct addresses keep distinct keys.
+  auto h1 = fnv1a(v);
+  auto h2 = fnv1a(v, 0x9e3779b97f4a7c15ULL);
   std::string head = v.substr(0, 200);
   while (!head.empty() && (static_cast<unsigned char>(head.back()) & 0xc0) == 0x80) head.pop_back();  // UTF-8
   if (!head.empty() && static_cast<unsigned char>(head.back()) >= 0xc0) head.pop_back();

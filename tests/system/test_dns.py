@@ -91,6 +91,31 @@ class DnsTestCase(SystemTestCase):
         reason, detail, score = rows[0]
         return reason.split(","), detail, float(score)
 
+    def ask_at_once(self, d, client, n):
+        """n requests from one client, each on its own connection, released together;
+        returns the n replies (asserting none of them failed)."""
+        clients = [self.track(d.client()) for _ in range(n)]
+        payloads = [build_request(client_address=client, sender="c%s@s.example" % unique_word(),
+                                  recipient=rcpt(), **VERIFIED) for _ in range(n)]
+        barrier = threading.Barrier(n)
+        actions, errors = [None] * n, []
+
+        def run(i):
+            try:
+                barrier.wait(5)
+                clients[i].send_raw(payloads[i])
+                actions[i] = clients[i].read_reply()
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        self.assertEqual(errors, [])
+        return actions
+
     def dns_detail(self, detail):
         """The DNS check's part of the decision detail (checks' parts are joined by '; ')."""
         return detail.split("; ")[0]
@@ -312,27 +337,7 @@ class DnsCacheTest(DnsTestCase):
     def test_concurrent_requests_for_one_client_share_one_lookup(self):
         client, name, n = "192.0.2.21", "21.2.0.192.dnsbl.test", 8
         self.assertEqual(self.env.queries(name), 0)
-        clients = [self.track(self.d.client()) for _ in range(n)]
-        payloads = [build_request(client_address=client, sender="c%s@s.example" % unique_word(),
-                                  recipient=rcpt(), **VERIFIED) for _ in range(n)]
-        barrier = threading.Barrier(n)
-        actions = [None] * n
-        errors = []
-
-        def run(i):
-            try:
-                barrier.wait(5)
-                clients[i].send_raw(payloads[i])
-                actions[i] = clients[i].read_reply()
-            except Exception as e:  # reported below
-                errors.append(e)
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(15)
-        self.assertEqual(errors, [])
+        actions = self.ask_at_once(self.d, client, n)
         self.assertEqual(actions, [blocked(client)] * n)
         self.settle_queries(lambda: self.env.queries(name))
         self.assertEqual(self.env.queries(name, "A"), 1)
@@ -417,28 +422,7 @@ class DnsFailureTest(DnsTestCase):
     def test_one_shared_failed_lookup_counts_once_for_the_breaker(self):
         # Five requests for one client join one lookup of the dead list: one failure, not five.
         d = self.dns_policyd("dnsbl.lists=dead.test*2", "dns.breaker_failures=3", *self.FAST, name="shared")
-        n = 5
-        clients = [self.track(d.client()) for _ in range(n)]
-        payloads = [build_request(client_address="192.0.2.44", sender="c%s@s.example" % unique_word(),
-                                  recipient=rcpt(), **VERIFIED) for _ in range(n)]
-        barrier = threading.Barrier(n)
-        actions, errors = [None] * n, []
-
-        def run(i):
-            try:
-                barrier.wait(5)
-                clients[i].send_raw(payloads[i])
-                actions[i] = clients[i].read_reply()
-            except Exception as e:  # reported below
-                errors.append(e)
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(15)
-        self.assertEqual(errors, [])
-        for a in actions:
+        for a in self.ask_at_once(d, "192.0.2.44", 5):
             self.assertRegex(a, GREYLISTED)
         self.assertEqual(d.count_log(r"dnsbl_list_disabled"), 0)
 

@@ -14,8 +14,12 @@
 #include <vector>
 
 #include "core/config.hpp"
+#include "support.hpp"
 
 namespace {
+
+using lupine::test::show;
+using lupine::test::temp_dir;
 
 using lupine::config_error;
 using lupine::milliseconds;
@@ -33,37 +37,6 @@ std::string show(const std::optional<bool>& b) {
 std::string show(const std::optional<std::uint64_t>& n) {
   return n ? std::to_string(*n) : std::string{"nullopt"};
 }
-std::string show(const std::vector<std::string>& v) {
-  std::string out = "[";
-  for (const auto& s : v) {
-    if (out.size() > 1) out += ", ";
-    out += "\"" + s + "\"";
-  }
-  return out + "]";
-}
-
-// A directory under $TMPDIR (or /tmp), removed with everything in it at scope exit.
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    auto pattern = (std::filesystem::temp_directory_path() / "lupine-config-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error{"mkdtemp failed"};
-    path = pattern;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  std::string write(const std::string& name, const std::string& text) const {
-    auto p = path / name;
-    std::ofstream out{p};
-    out << text;
-    return p.string();
-  }
-};
-
 // A small configuration to drive apply_options without depending on any program's table.
 struct toy_config {
   milliseconds delay{0};

@@ -12,8 +12,12 @@
 
 #include "policyd/allowlist.hpp"
 #include "policyd/protocol.hpp"
+#include "support.hpp"
 
 namespace {
+
+using lupine::test::show;
+using lupine::test::temp_dir;
 
 using lupine::policyd::address_list;
 using lupine::policyd::allowlist;
@@ -23,36 +27,6 @@ using lupine::policyd::policy_request;
 std::string show(const std::optional<std::string>& m) {
   return m ? "\"" + *m + "\"" : std::string{"nullopt"};
 }
-
-std::string show(const std::vector<std::string>& v) {
-  std::string out = "[";
-  for (const auto& s : v) {
-    if (out.size() > 1) out += ", ";
-    out += "\"" + s + "\"";
-  }
-  return out + "]";
-}
-
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    auto pattern = (std::filesystem::temp_directory_path() / "lupine-allowlist-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error{"mkdtemp failed"};
-    path = pattern;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  std::string write(const std::string& name, const std::string& text) const {
-    auto p = path / name;
-    std::ofstream out{p};
-    out << text;
-    return p.string();
-  }
-};
 
 client_list clients(std::initializer_list<const char*> entries) {
   client_list l;
