@@ -139,6 +139,7 @@ int run_app(int argc, char** argv) {
   ::setenv("PGCONNECT_TIMEOUT", "5", 0);
   // Start-up work that may block runs here, before the loop exists.
   std::vector<std::pair<std::string, std::string>> db_rows;
+  directory_data accounts;
   try {
     auto s = db_connect(cfg.database, "lupine-policyd");
     if (cfg.db_migrate) {
@@ -157,6 +158,8 @@ int run_app(int argc, char** argv) {
       }
     }
     if (cfg.allowlist_database) db_rows = load_allowlist_rows(*s);
+    // Before the first request: a terminated account is refused from the start.
+    accounts = load_directory(*s);
   } catch (const std::exception& e) {
     std::cerr << "policyd: " << e.what() << "\n";
     return 1;
@@ -170,6 +173,9 @@ int run_app(int argc, char** argv) {
   auto lists = build_allowlist(cfg, db_rows, problems);
   for (const auto& p : problems) log(log_level::warning, "allowlist_entry_skipped", "{}", kv("problem", p));
   srv.allowlists().set(lists);
+  log(log_level::info, "accounts_loaded", "not_active={} webmail_networks={}", accounts.accounts.size(),
+      accounts.webmail.size());
+  srv.accounts().replace(std::move(accounts));
   try {
     srv.bind();
   } catch (const config_error& e) {

@@ -86,6 +86,57 @@ spec files(std::string key, std::string help, std::vector<std::string> cfg::*m) 
           }};
 }
 
+spec text_key(std::string key, std::string def, std::string help, std::string cfg::*m) {
+  return {std::move(key), std::move(def), std::move(help), false, false, [m](cfg& c, const values& v) {
+            c.*m = one(v);
+            for (char ch : c.*m) {
+              if (static_cast<unsigned char>(ch) < ' ') return std::string{"control characters not allowed"};
+            }
+            return (c.*m).empty() ? std::string{"must not be empty"} : std::string{};
+          }};
+}
+
+// limits.MEASURE = MAX/WINDOW ...: the defaults of one measure ("none" or empty: no limit).
+spec limit_key(measure m, std::string def, std::string help) {
+  return {"limits." + std::string{to_string(m)},
+          std::move(def),
+          std::move(help),
+          true,
+          false,
+          [m](cfg& c, const values& v) {
+            std::erase_if(c.limits_defaults, [m](const send_limit& l) { return l.what == m; });
+            for (const auto& item : split_list(v)) {
+              if (item == "none") continue;
+              send_limit l;
+              if (auto err = parse_limit(item, m, l); !err.empty()) return item + ": " + err;
+              if (!l.max) continue;
+              std::erase_if(c.limits_defaults,
+                            [&l](const send_limit& x) { return x.what == l.what && x.window == l.window; });
+              c.limits_defaults.push_back(l);
+            }
+            return std::string{};
+          }};
+}
+
+spec rate_key(std::string key, std::string def, std::string help, flood_rate cfg::*member) {
+  return {std::move(key), std::move(def), std::move(help), false, false, [member](cfg& c, const values& v) {
+            const auto& t = one(v);
+            flood_rate r;
+            if (t != "off" && t != "0") {
+              auto slash = t.find('/');
+              auto n = parse_uint(t.substr(0, slash));
+              auto w = slash == std::string::npos ? std::nullopt : parse_duration(t.substr(slash + 1));
+              if (!n || *n == 0 || *n > 100000000 || !w || *w < seconds{1} || *w > hours{24}) {
+                return std::string{"expected COUNT/WINDOW such as 600/1m (window 1s..1d), or off"};
+              }
+              r.count = *n;
+              r.window = std::chrono::duration_cast<sys_time::duration>(*w);
+            }
+            c.*member = r;
+            return std::string{};
+          }};
+}
+
 std::vector<spec> make_table() {
   std::vector<spec> t;
   t.push_back({"name", "", "Instance name written to logs and the event log (default: the host name).", false, false,
@@ -181,6 +232,20 @@ std::vector<spec> make_table() {
   t.push_back(
       {"greylist.max_age", "35d", "Passed triplets not seen for this long are forgotten.", false, false,
        [](cfg& c, const values& v) { return set_duration(c.greylist.max_age, one(v), seconds{1}, hours{24 * 3650}); }});
+  t.push_back({"greylist.early_retry_grace", "5",
+               "Early retries of a greylisted triplet (before its delay is over) that cost nothing.", false, false,
+               [](cfg& c, const values& v) { return set_uint(c.greylist.early_retry_grace, one(v), 0, 1000000); }});
+  t.push_back({"greylist.early_retry_penalty", "60s",
+               "Each early retry beyond the grace adds this to the triplet's delay (0 disables the penalty).", false,
+               false, [](cfg& c, const values& v) {
+                 return set_duration(c.greylist.early_retry_penalty, one(v), milliseconds{0}, hours{24});
+               }});
+  t.push_back({"greylist.max_delay", "1h",
+               "The penalty never makes a triplet's delay longer than this (nor longer than halfway to "
+               "greylist.retry_window).",
+               false, false, [](cfg& c, const values& v) {
+                 return set_duration(c.greylist.max_delay, one(v), milliseconds{0}, hours{24 * 7});
+               }});
   t.push_back(num("greylist.ipv4_prefix", "24", "IPv4 clients are grouped by this prefix length.",
                   &cfg::greylist_ipv4_prefix, 8, 32));
   t.push_back(num("greylist.ipv6_prefix", "64", "IPv6 clients are grouped by this prefix length.",
@@ -374,6 +439,88 @@ std::vector<spec> make_table() {
          }
          return std::string{};
        }});
+  t.push_back(text_key("accounts.restricted_text",
+                       "Account restricted to webmail: sending from mail programs is disabled, webmail still works",
+                       "Reply text (after 550 5.7.1) for a restricted account sending from outside the webmail "
+                       "networks.",
+                       &cfg::accounts_restricted_text));
+  t.push_back(text_key("accounts.terminated_text", "Account closed",
+                       "Reply text (after 550 5.7.1) for a terminated account.", &cfg::accounts_terminated_text));
+  t.push_back(dur("accounts.refresh_interval", "5m",
+                  "Full reload of account states, webmail networks and limit overrides, besides the changes "
+                  "LISTEN/NOTIFY brings within a second.",
+                  &cfg::accounts_refresh_interval, seconds{10}, hours{24}));
+  t.push_back(
+      flag("limits.enable", "yes", "Count and limit authenticated submission per account.", &cfg::limits_enable));
+  t.push_back(limit_key(measure::messages, "200/1h 1000/24h",
+                        "Default limits on messages per account: MAX/WINDOW (window 1m..7d, whole minutes); several "
+                        "allowed; none for no limit."));
+  t.push_back(limit_key(measure::recipients, "300/1h 2000/24h",
+                        "Default limits on recipients per account (the sum of each message's recipients)."));
+  t.push_back(limit_key(measure::bytes, "1G/24h", "Default limits on bytes sent per account (K, M, G suffixes)."));
+  t.push_back(limit_key(measure::distinct_recipients, "200/1h 1000/24h",
+                        "Default limits on distinct recipient addresses per account."));
+  t.push_back(limit_key(measure::distinct_domains, "100/1h 300/24h",
+                        "Default limits on distinct recipient domains per account."));
+  t.push_back({"limits.action", "defer",
+               "Over a limit: defer (452 4.7.1, the client retries later), hold (accept into Postfix's hold queue) "
+               "or reject (550 5.7.1).",
+               false, false, [](cfg& c, const values& v) {
+                 return set_choice(c.limits_action, one(v), {"defer", "hold", "reject"});
+               }});
+  t.push_back({"limits.auto_restrict", "",
+               "Restrict an account automatically (audited) when its recipient breadth passes a threshold: "
+               "distinct_recipients=MAX/WINDOW or distinct_domains=MAX/WINDOW; several allowed; empty: never.",
+               true, false, [](cfg& c, const values& v) {
+                 c.limits_auto_restrict.clear();
+                 for (const auto& item : split_list(v)) {
+                   auto eq = item.find('=');
+                   auto m = eq == std::string::npos ? std::nullopt : parse_measure(item.substr(0, eq));
+                   if (!m || (*m != measure::distinct_recipients && *m != measure::distinct_domains)) {
+                     return "expected distinct_recipients=MAX/WINDOW or distinct_domains=MAX/WINDOW, got " + item;
+                   }
+                   send_limit l;
+                   if (auto err = parse_limit(item.substr(eq + 1), *m, l); !err.empty()) return item + ": " + err;
+                   if (!l.max) return item + ": a threshold needs a number";
+                   c.limits_auto_restrict.push_back(l);
+                 }
+                 return std::string{};
+               }});
+  t.push_back({"limits.on_db_error", "dunno",
+               "When the database cannot answer in time: dunno (fail open, the message is not counted) or defer "
+               "(451).",
+               false, false, [](cfg& c, const values& v) {
+                 return set_choice(c.limits_on_db_error, one(v), {"dunno", "defer"});
+               }});
+  t.push_back(flag("flood.enable", "yes", "Limit request rates and concurrent sessions of unauthenticated clients.",
+                   &cfg::flood_enable));
+  t.push_back(rate_key("flood.client_rate", "600/1m",
+                       "Policy requests (about one per recipient) one client address may make: COUNT/WINDOW, "
+                       "COUNT at once at most; off disables.",
+                       &cfg::flood_client_rate));
+  t.push_back(rate_key("flood.subnet_rate", "3000/1m",
+                       "The same for a client network (greylist.ipv4_prefix / ipv6_prefix).", &cfg::flood_subnet_rate));
+  t.push_back(num("flood.client_sessions", "20",
+                  "Concurrent SMTP sessions one client address may hold (0: no cap); more get 421.",
+                  &cfg::flood_client_sessions, 0, 1000000));
+  t.push_back(num("flood.subnet_sessions", "100", "Concurrent SMTP sessions one client network may hold (0: no cap).",
+                  &cfg::flood_subnet_sessions, 0, 1000000));
+  t.push_back(dur("flood.session_idle", "60s",
+                  "A policy connection without a request for this long no longer counts as an open session.",
+                  &cfg::flood_session_idle, seconds{1}, hours{1}));
+  t.push_back({"flood.exempt", "127.0.0.0/8 ::1",
+               "Client networks flood control never limits (your own relays, monitoring); several allowed.", true,
+               false, [](cfg& c, const values& v) {
+                 c.flood_exempt.clear();
+                 for (const auto& item : split_list(v)) {
+                   auto n = parse_cidr(item);
+                   if (!n) return "expected an address or CIDR, got " + item;
+                   c.flood_exempt.push_back(*n);
+                 }
+                 return std::string{};
+               }});
+  t.push_back(num("flood.max_tracked", "200000", "Client addresses and networks tracked at most (memory bound).",
+                  &cfg::flood_max_tracked, 1000, 100000000));
   t.push_back(dur("maintenance.interval", "10m",
                   "How often expired greylist rows are deleted and event-log partitions created and pruned.",
                   &cfg::maintenance_interval, seconds{1}, hours{24}));
@@ -427,6 +574,15 @@ std::string validate(const policyd_config& c) {
   if (c.database.empty()) problems += "database: not set (a libpq connection string is required)\n";
   if (c.greylist.retry_window <= c.greylist.delay) {
     problems += "greylist.retry_window must be longer than greylist.delay\n";
+  }
+  for (const auto& t : c.limits_auto_restrict) {
+    for (const auto& l : c.limits_defaults) {
+      if (l.what == t.what && l.window == t.window && l.max && t.max && *t.max > *l.max) {
+        problems += fmt::format(
+            "limits.auto_restrict: {}={}/{} can never be reached: limits.{} stops the account at {} first\n",
+            to_string(t.what), *t.max, format_window(t.window), to_string(l.what), *l.max);
+      }
+    }
   }
   if (c.greylist.max_age < c.greylist.retry_window) {
     problems += "greylist.max_age must not be shorter than greylist.retry_window\n";

@@ -9,6 +9,8 @@
 #include "core/config.hpp"
 #include "policyd/dnsbl.hpp"
 #include "policyd/greylist.hpp"
+#include "policyd/limits.hpp"
+#include "policyd/net.hpp"
 #include "policyd/protocol.hpp"
 
 namespace lupine::policyd {
@@ -23,6 +25,12 @@ struct listen_endpoint {
 
 // Parses "inet:HOST:PORT", "inet:[v6]:PORT" or "unix:PATH". Returns an error text or "".
 std::string parse_listen(std::string_view text, listen_endpoint& out);
+
+// count events per window (count 0: off).
+struct flood_rate {
+  std::uint64_t count = 0;
+  sys_time::duration window{};
+};
 
 struct policyd_config {
   std::string name;  // this instance's name in logs and the event log; default: hostname
@@ -93,6 +101,26 @@ struct policyd_config {
   int rdns_unconfirmed_score = 1;
   int rdns_dynamic_score = 1;
   std::vector<std::string> rdns_dynamic_patterns;
+
+  std::string accounts_restricted_text =
+      "Account restricted to webmail: sending from mail programs is disabled, webmail still works";
+  std::string accounts_terminated_text = "Account closed";
+  milliseconds accounts_refresh_interval{std::chrono::minutes{5}};
+
+  bool limits_enable = true;
+  std::vector<send_limit> limits_defaults;  // every measure's default limits
+  std::string limits_action = "defer";
+  std::vector<send_limit> limits_auto_restrict;
+  std::string limits_on_db_error = "dunno";
+
+  bool flood_enable = true;
+  flood_rate flood_client_rate;
+  flood_rate flood_subnet_rate;
+  unsigned flood_client_sessions = 20;
+  unsigned flood_subnet_sessions = 100;
+  milliseconds flood_session_idle{std::chrono::seconds{60}};
+  std::vector<cidr> flood_exempt;
+  unsigned flood_max_tracked = 200000;
 
   milliseconds maintenance_interval{std::chrono::minutes{10}};
   unsigned maintenance_batch_rows = 10000;

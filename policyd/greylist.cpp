@@ -136,6 +136,16 @@ std::string normalize_sender(std::string_view sender, std::string_view recipient
   return local + domain;
 }
 
+std::chrono::milliseconds effective_delay(int attempts, const greylist_params& p) {
+  auto early = attempts - 1 - static_cast<int>(p.early_retry_grace);
+  if (early <= 0 || p.early_retry_penalty.count() == 0) return p.delay;
+  // Never past halfway to the retry window: a triplet must stay able to pass.
+  auto cap = std::min(std::max(p.delay, p.max_delay), p.delay + (p.retry_window - p.delay) / 2);
+  // Compare before multiplying: attempts may be huge.
+  if ((cap - p.delay) / p.early_retry_penalty < early) return cap;
+  return std::min(cap, p.delay + p.early_retry_penalty * early);
+}
+
 greylist_step_result greylist_step(const std::optional<greylist_entry>& prior, sys_time now, const greylist_params& p) {
   using std::chrono::ceil;
   auto fresh = [&](greylist_outcome o) {
@@ -154,11 +164,13 @@ greylist_step_result greylist_step(const std::optional<greylist_entry>& prior, s
   // A first_seen in the future (another instance's clock runs ahead) counts as "just now".
   auto age = std::max<sys_time::duration>(now - e.first_seen, sys_time::duration::zero());
   if (age > p.retry_window) return fresh(greylist_outcome::restarted);
-  if (age < p.delay) {
+  if (age < effective_delay(e.attempts, p)) {
     greylist_step_result r{greylist_outcome::too_early, e};
     r.entry.last_seen = std::max(e.last_seen, now);
     r.entry.attempts = e.attempts + 1;
-    r.wait = std::max(seconds{1}, ceil<seconds>(p.delay - age));
+    auto d = effective_delay(r.entry.attempts, p);
+    r.wait = std::max(seconds{1}, ceil<seconds>(d - age));
+    r.penalty = ceil<seconds>(d - p.delay);
     return r;
   }
   greylist_step_result r{greylist_outcome::passed_now, e};

@@ -3,7 +3,9 @@
 //
 // The state machine (times from the triplet's first sighting):
 //   unknown, or expired           -> record first_seen = now; defer for `delay`
-//   pending, before delay         -> defer for what remains; the clock is NOT restarted
+//   pending, before delay         -> defer for what remains; the clock is NOT restarted;
+//                                    beyond early_retry_grace early retries, each one
+//                                    adds early_retry_penalty to the delay (up to max_delay)
 //   pending, after retry_window   -> start over (the sender did not retry in time)
 //   pending, within the window    -> pass; passed_at = now (delayed = now - first_seen)
 //   passed, seen within max_age   -> pass again; last_seen = now
@@ -33,7 +35,15 @@ struct greylist_params {
   std::chrono::milliseconds delay{std::chrono::seconds{300}};
   std::chrono::milliseconds retry_window{std::chrono::hours{48}};
   std::chrono::milliseconds max_age{std::chrono::hours{24 * 35}};
+  unsigned early_retry_grace = 5;                                           // early retries that cost nothing
+  std::chrono::milliseconds early_retry_penalty{std::chrono::seconds{60}};  // 0: no penalty
+  std::chrono::milliseconds max_delay{std::chrono::hours{1}};               // the penalty's cap
 };
+
+// The delay a pending triplet tried `attempts` times must wait out: delay, plus the
+// penalty for each early retry beyond the grace, at most max(delay, max_delay) and never
+// past halfway between delay and retry_window (so the triplet can still pass).
+std::chrono::milliseconds effective_delay(int attempts, const greylist_params& p);
 
 struct greylist_entry {
   sys_time first_seen{};
@@ -56,6 +66,7 @@ struct greylist_step_result {
   greylist_entry entry;             // the state to store
   std::chrono::seconds wait{0};     // deferred: seconds until the triplet may pass (>= 1)
   std::chrono::seconds delayed{0};  // passed_now: how long it was held back
+  std::chrono::seconds penalty{0};  // deferred: what early retries added to the delay
   bool deferred() const {
     return outcome == greylist_outcome::first_seen || outcome == greylist_outcome::too_early ||
            outcome == greylist_outcome::restarted;

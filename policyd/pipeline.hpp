@@ -11,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -43,6 +44,7 @@ struct request_context {
   const policy_request& req;
   sys_time now;                                    // read once per request by the session
   std::chrono::steady_clock::time_point deadline;  // the request's whole budget
+  std::uint64_t connection = 0;                    // the policy connection's id (0: none)
 };
 
 class check {
@@ -51,6 +53,8 @@ class check {
   virtual std::string_view name() const = 0;
   // Must finish by ctx.deadline; must not throw for expected failures.
   virtual boost::asio::awaitable<check_result> evaluate(const request_context& ctx) = 0;
+  // The policy connection `connection` closed (per-connection state can go).
+  virtual void connection_closed(std::uint64_t /*connection*/) {}
 };
 
 struct decision {
@@ -69,6 +73,9 @@ class pipeline {
  public:
   void add(std::unique_ptr<check> c) { checks_.push_back(std::move(c)); }
   boost::asio::awaitable<decision> run(const request_context& ctx) const;
+  void connection_closed(std::uint64_t connection) const {
+    for (const auto& c : checks_) c->connection_closed(connection);
+  }
   const std::vector<std::unique_ptr<check>>& checks() const { return checks_; }
 
  private:

@@ -24,8 +24,11 @@
 #include <boost/asio/write.hpp>
 
 #include "core/log.hpp"
+#include "policyd/checks/account_check.hpp"
 #include "policyd/checks/dns_check.hpp"
+#include "policyd/checks/flood_check.hpp"
 #include "policyd/checks/greylist_check.hpp"
+#include "policyd/checks/limits_check.hpp"
 #include "policyd/net.hpp"
 
 namespace lupine::policyd {
@@ -114,14 +117,21 @@ struct server::impl {
         elog{io_.get_executor(), db_,
              event_log_options{cfg_.event_log_flush_interval, cfg_.event_log_flush_rows,
                                cfg_.event_log_max_buffer_rows}},
-        resolver{io_.get_executor(), resolver_options(cfg_)} {
-    // Precedence, top-down: allow-lists, then DNS reputation (DNSWL trust, DNSBL and
-    // reverse-DNS score), then greylisting.
+        resolver{io_.get_executor(), resolver_options(cfg_)},
+        sync{io_.get_executor(), owner_.directory_, cfg_.database, "lupine-policyd", cfg_.accounts_refresh_interval} {
+    // Precedence, top-down: the account's state (authenticated requests), flood control
+    // (unauthenticated clients), allow-lists, DNS reputation (DNSWL trust, DNSBL and
+    // reverse-DNS score), greylisting, and last the sending limits of authenticated
+    // submission (last because counting a message must be the final word on it; the
+    // allow-list, DNS and greylist checks never judge authenticated requests).
+    pipe.add(std::make_unique<account_check>(cfg, owner.directory_));
+    pipe.add(std::make_unique<flood_check>(cfg));
     pipe.add(std::make_unique<allowlist_check>(owner.allowlists_));
     auto dns = std::make_unique<dns_check>(cfg, resolver);
     dns_checker = dns.get();
     pipe.add(std::move(dns));
     pipe.add(std::make_unique<greylist_check>(cfg, db));
+    pipe.add(std::make_unique<limits_check>(cfg, db, owner.directory_));
   }
 
   asio::io_context& io;
@@ -132,6 +142,8 @@ struct server::impl {
   event_log elog;
   dns_resolver resolver;
   dns_check* dns_checker = nullptr;  // owned by pipe
+  directory_sync sync;
+  std::uint64_t next_connection = 0;
   std::vector<std::unique_ptr<tcp::acceptor>> tcp_acceptors;
   std::vector<std::unique_ptr<local_stream::acceptor>> unix_acceptors;
   std::vector<std::string> unix_paths;
@@ -220,6 +232,7 @@ asio::awaitable<void> server::run() {
     });
   }
   asio::co_spawn(ex, im.maintenance(), asio::detached);
+  im.sync.start();
   if (!im.cfg.dnsbl_lists.empty()) asio::co_spawn(ex, im.dns_checker->self_test_loop(im.stopping), asio::detached);
   sd_notify_ready();
   log(log_level::info, "ready", "{} greylist={} event_log={}", kv("name", im.cfg.name), im.cfg.greylist_enable,
@@ -289,6 +302,7 @@ template <class Socket>
 asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
   auto ex = co_await asio::this_coro::executor;
   ++owner.connections_;
+  const std::uint64_t connection_id = ++next_connection;
   conns.push_back(conn_state{});
   auto me = std::prev(conns.end());
   me->close = [&sock] {
@@ -336,7 +350,7 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
         auto t0 = steady::now();
         *deadline = t0 + cfg.request_budget + cfg.request_timeout;
         if (timer->expiry() > *deadline) timer->cancel();  // a client that stops reading is cut off
-        request_context ctx{req, std::chrono::system_clock::now(), t0 + cfg.request_budget};
+        request_context ctx{req, std::chrono::system_clock::now(), t0 + cfg.request_budget, connection_id};
         decision d = co_await pipe.run(ctx);
         auto reply = format_reply(d.action);
         auto [wec, n] = co_await asio::async_write(sock, asio::buffer(reply), asio::as_tuple(asio::use_awaitable));
@@ -421,6 +435,7 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
   boost::system::error_code ignored;
   sock.close(ignored);
   log(log_level::debug, "disconnect", "{} requests={} {}", kv("peer", peer), served, kv("why", why));
+  pipe.connection_closed(connection_id);
   conns.erase(me);
   --owner.connections_;
 }
@@ -484,11 +499,13 @@ asio::awaitable<void> server::impl::maintenance() {
     };
     auto r = co_await db.run(std::move(job));
     if (r && r->ran) {
-      auto lvl = (r->greylist_deleted + r->awl_deleted + r->partitions_created + r->partitions_dropped) > 0
+      auto lvl = (r->greylist_deleted + r->awl_deleted + r->partitions_created + r->partitions_dropped +
+                  r->counters_deleted) > 0
                      ? log_level::info
                      : log_level::debug;
-      log(lvl, "maintenance", "greylist_deleted={} awl_deleted={} partitions_created={} partitions_dropped={}",
-          r->greylist_deleted, r->awl_deleted, r->partitions_created, r->partitions_dropped);
+      log(lvl, "maintenance",
+          "greylist_deleted={} awl_deleted={} counters_deleted={} partitions_created={} partitions_dropped={}",
+          r->greylist_deleted, r->awl_deleted, r->counters_deleted, r->partitions_created, r->partitions_dropped);
     } else if (!r) {
       log(log_level::warning, "maintenance_failed", "{}", kv("error", r.error().message()));
     }
@@ -516,6 +533,7 @@ asio::awaitable<void> server::impl::drain() {
   for (auto& c : conns) c.close();
   elog.stop();
   resolver.cancel_all();
+  sync.stop();
   std::size_t left = 0;
   if (cfg.event_log_enable) {
     left = co_await elog.flush_now(std::max(grace_end, steady::now() + 2s));

@@ -9,7 +9,8 @@
 // are closed at once. One connection's trouble never touches another's.
 // SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish
 // (server.shutdown_grace), flush the event log, return from run(). SIGHUP: reload the
-// allow-lists (files and table); on error keep the old ones.
+// allow-lists (files and table); on error keep the old ones. Account states, webmail
+// networks and limit overrides need no signal: directory_sync follows them.
 #pragma once
 
 #include <list>
@@ -23,6 +24,7 @@
 #include "core/db.hpp"
 #include "policyd/checks/allowlist_check.hpp"
 #include "policyd/config.hpp"
+#include "policyd/directory.hpp"
 #include "policyd/event_log.hpp"
 #include "policyd/pipeline.hpp"
 
@@ -44,12 +46,14 @@ class server {
   // Serves until a stop signal, then drains. Call io.run() after spawning it.
   boost::asio::awaitable<void> run();
   allowlist_holder& allowlists() { return allowlists_; }
+  directory& accounts() { return directory_; }
   std::size_t connections() const { return connections_; }
 
  private:
   struct impl;
   std::unique_ptr<impl> impl_;
   allowlist_holder allowlists_;
+  directory directory_;
   std::size_t connections_ = 0;
 };
 

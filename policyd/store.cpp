@@ -313,7 +313,93 @@ maintenance_report run_maintenance(db_session& s, sys_time now, const maintenanc
     rep.awl_deleted += r.affected_rows();
     if (r.affected_rows() < p.batch_rows) break;
   }
+  // Sending counters: the longest window a limit may have is 7 days; keep a day more.
+  for (int round = 0; round < 1000; ++round) {
+    pqxx::work tx{s.conn};
+    auto n = tx.exec_params1("SELECT lupine_send_prune(to_timestamp($1::bigint / 1000000.0), interval '8 days', $2)",
+                             now_us, p.batch_rows)[0]
+                 .as<long long>();
+    tx.commit();
+    rep.counters_deleted += n;
+    if (n == 0) break;
+  }
   return rep;
+}
+
+namespace {
+
+std::string window_array(const std::vector<send_limit>& limits) {
+  std::string out = "{";
+  for (const auto& l : limits) {
+    if (out.size() > 1) out += ',';
+    out += std::to_string(l.window.count());
+  }
+  return out + "}";
+}
+
+std::string max_array(const std::vector<send_limit>& limits) {
+  std::string out = "{";
+  for (const auto& l : limits) {
+    if (out.size() > 1) out += ',';
+    out += std::to_string(l.max.value_or(0));
+  }
+  return out + "}";
+}
+
+std::string measure_array(const std::vector<send_limit>& limits) {
+  std::string out = "{";
+  for (const auto& l : limits) {
+    if (out.size() > 1) out += ',';
+    out += to_string(l.what);
+  }
+  return out + "}";
+}
+
+// A text[] literal: every element quoted, with backslash and quote escaped.
+std::string text_array(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (const auto& it : items) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    for (char c : it) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+constexpr const char* send_check_sql =
+    "SELECT allowed, measure, window_s, max_value, value,"
+    " (extract(epoch FROM frees_at) * 1000000)::bigint, flag_opened, restricted"
+    " FROM lupine_send_check($1, to_timestamp($2::bigint / 1000000.0), $3, $4::text[], $5::text[], $6, $7, $8,"
+    " $9::text[], $10::integer[], $11::bigint[], $12::text[], $13::integer[], $14::bigint[], $15)";
+
+}  // namespace
+
+send_check_answer send_check(db_session& s, const send_check_args& a) {
+  if (s.initialized.insert("send_check").second) s.conn.prepare("send_check", send_check_sql);
+  pqxx::nontransaction ntx{s.conn};
+  auto row = ntx.exec_prepared1("send_check", a.login, to_us(a.now), a.end_of_message ? "eom" : "rcpt",
+                                text_array(a.recipients), text_array(a.domains), a.messages, a.recipient_count, a.bytes,
+                                measure_array(a.limits), window_array(a.limits), max_array(a.limits),
+                                measure_array(a.auto_restrict), window_array(a.auto_restrict),
+                                max_array(a.auto_restrict), a.policyd);
+  send_check_answer ans;
+  ans.allowed = row[0].as<bool>();
+  if (!ans.allowed) {
+    send_limit l;
+    l.what = parse_measure(row[1].as<std::string>()).value_or(measure::messages);
+    l.window = std::chrono::seconds{row[2].as<long long>()};
+    l.max = row[3].as<long long>();
+    ans.tripped = l;
+    ans.value = row[4].as<long long>();
+    if (!row[5].is_null()) ans.frees_at = from_us(row[5].as<long long>());
+  }
+  ans.flag_opened = row[6].as<bool>();
+  ans.restricted = row[7].as<bool>();
+  return ans;
 }
 
 }  // namespace lupine::policyd

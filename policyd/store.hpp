@@ -13,6 +13,7 @@
 
 #include "core/db.hpp"
 #include "policyd/greylist.hpp"
+#include "policyd/limits.hpp"
 
 namespace lupine::policyd {
 
@@ -59,6 +60,32 @@ struct event_row {
 // a whole batch.
 void write_event_rows(db_session& s, const std::vector<event_row>& rows);
 
+// One outbound-limit decision (lupine_send_check in sql/003): at RCPT a check only, at
+// END-OF-MESSAGE a check that also counts the message when it fits. Limits are parallel
+// to what effective_limits() returned; auto_restrict are breadth thresholds.
+struct send_check_args {
+  std::string login;
+  sys_time now;
+  bool end_of_message = false;
+  std::vector<std::string> recipients;  // of the transaction, this one included
+  std::vector<std::string> domains;
+  long long messages = 0, recipient_count = 0, bytes = 0;
+  std::vector<send_limit> limits;
+  std::vector<send_limit> auto_restrict;
+  std::string policyd;
+};
+
+struct send_check_answer {
+  bool allowed = true;
+  std::optional<send_limit> tripped;  // allowed == false: the limit reported (frees last)
+  long long value = 0;                // its count with this attempt
+  std::optional<sys_time> frees_at;   // nullopt: this attempt alone is over the limit
+  bool flag_opened = false;           // a new review flag (a new trip)
+  bool restricted = false;            // the account was just restricted automatically
+};
+
+send_check_answer send_check(db_session& s, const send_check_args& a);
+
 struct maintenance_params {
   greylist_params triplet;
   std::chrono::milliseconds awl_max_age{};
@@ -70,6 +97,7 @@ struct maintenance_report {
   bool ran = false;  // false: another instance holds the maintenance lock
   long long greylist_deleted = 0;
   long long awl_deleted = 0;
+  long long counters_deleted = 0;
   int partitions_created = 0;
   int partitions_dropped = 0;
 };

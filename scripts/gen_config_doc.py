@@ -34,6 +34,14 @@ intro = {
     "dnsbl": "Weighted DNSBL/DNSWL lists, postscreen syntax, and what the summed score does. See docs/dns.md.",
     "rdns": "Reverse-DNS scoring (forward-confirmed PTR). See docs/dns.md.",
     "event_log": "One row per request (the envelope, never a body) in the `event_log` table, partitioned by day.",
+    "accounts": "Account states (active, restricted = webmail-only, terminated) enforced on authenticated "
+                "requests. States, webmail networks and limit overrides live in the database and reach every "
+                "instance within a second through LISTEN/NOTIFY. See docs/accounts.md.",
+    "limits": "Outbound volume and recipient-breadth limits per account over rolling windows, for "
+              "authenticated submission. Per-account and per-domain overrides live in the `send_limit` table "
+              "(`abusectl limits`). See docs/accounts.md for the reasoning behind the defaults.",
+    "flood": "Inbound flood control per client address and network, per instance: request rate and "
+             "concurrent sessions. Replies are always 4xx. See docs/accounts.md.",
     "maintenance": "Housekeeping, run by one instance at a time (advisory lock).",
 }
 sections = {}

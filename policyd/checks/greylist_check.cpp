@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "core/log.hpp"
 #include "core/text.hpp"
 #include "policyd/net.hpp"
 
@@ -131,6 +132,16 @@ boost::asio::awaitable<check_result> greylist_check::evaluate(const request_cont
     r.v = cfg_.greylist_action == "DEFER_IF_PERMIT" ? verdict::defer_if_permit : verdict::defer;
     r.action = defer_action(step.wait, key.recipient);
     r.detail = fmt::format("wait={}s", step.wait.count());
+    if (step.penalty.count() > 0) {
+      auto early = step.entry.attempts - 1;
+      r.detail += fmt::format(" early_retries={} penalty={}s", early, step.penalty.count());
+      // Logged when the penalty starts; the decision lines carry it afterwards.
+      if (early == static_cast<int>(cfg_.greylist.early_retry_grace) + 1) {
+        log(log_level::info, "greylist_early_retry_penalty", "{} {} {} early_retries={} delay={}s",
+            kv("client", key.client_addr), kv("sender", key.sender), kv("recipient", key.recipient), early,
+            (step.penalty + std::chrono::duration_cast<std::chrono::seconds>(cfg_.greylist.delay)).count());
+      }
+    }
     co_return r;
   }
   if (step.outcome == greylist_outcome::passed_now) {
