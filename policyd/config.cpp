@@ -526,6 +526,10 @@ std::vector<spec> make_table() {
                   &cfg::maintenance_interval, seconds{1}, hours{24}));
   t.push_back(num("maintenance.batch_rows", "10000", "Rows deleted per statement by the expiry task.",
                   &cfg::maintenance_batch_rows, 100, 10000000));
+  t.push_back(dur("testing.clock_offset", "0s",
+                  "Moves the clock policyd decides by this far ahead, so tests can roll a window or expire a "
+                  "triplet without waiting. Never set it in production.",
+                  &cfg::clock_offset, milliseconds{0}, hours{24 * 3650}));
   return t;
 }
 

@@ -123,6 +123,7 @@ struct policyd_config {
   unsigned flood_max_tracked = 200000;
 
   milliseconds maintenance_interval{std::chrono::minutes{10}};
+  milliseconds clock_offset{0};  // testing.clock_offset
   unsigned maintenance_batch_rows = 10000;
 };
 

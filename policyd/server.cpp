@@ -350,7 +350,8 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
         auto t0 = steady::now();
         *deadline = t0 + cfg.request_budget + cfg.request_timeout;
         if (timer->expiry() > *deadline) timer->cancel();  // a client that stops reading is cut off
-        request_context ctx{req, std::chrono::system_clock::now(), t0 + cfg.request_budget, connection_id};
+        request_context ctx{req, std::chrono::system_clock::now() + cfg.clock_offset, t0 + cfg.request_budget,
+                            connection_id};
         decision d = co_await pipe.run(ctx);
         auto reply = format_reply(d.action);
         auto [wec, n] = co_await asio::async_write(sock, asio::buffer(reply), asio::as_tuple(asio::use_awaitable));

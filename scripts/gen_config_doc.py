@@ -43,6 +43,7 @@ intro = {
     "flood": "Inbound flood control per client address and network, per instance: request rate and "
              "concurrent sessions. Replies are always 4xx. See docs/accounts.md.",
     "maintenance": "Housekeeping, run by one instance at a time (advisory lock).",
+    "testing": "For the test suites only.",
 }
 sections = {}
 for r in rows:
