@@ -12,6 +12,9 @@ namespace lupine::abusectl {
 const std::vector<command>& commands() {
   static const std::vector<command> table{
       {"db", "database schema: migrate, status", cmd_db},
+      {"accounts", "account states and the review queue of flags: list, review", cmd_accounts},
+      {"webmail", "the webmail networks restricted accounts may use: list, add, remove", cmd_webmail},
+      {"limits", "per-account and per-domain sending limit overrides: list, set, clear", cmd_limits},
   };
   return table;
 }

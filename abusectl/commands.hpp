@@ -22,6 +22,9 @@ struct command {
 const std::vector<command>& commands();
 
 int cmd_db(const global_options& g, const std::vector<std::string>& args);
+int cmd_accounts(const global_options& g, const std::vector<std::string>& args);
+int cmd_webmail(const global_options& g, const std::vector<std::string>& args);
+int cmd_limits(const global_options& g, const std::vector<std::string>& args);
 
 constexpr int exit_ok = 0;
 constexpr int exit_failed = 1;

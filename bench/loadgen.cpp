@@ -1,14 +1,17 @@
 // loadgen: a Postfix-like load generator for policy servers. N persistent connections,
 // one request at a time on each (as smtpd does), the attribute set Postfix 3.7 sends,
 // a deterministic mix by seed: clients spread over many /24s, many senders and recipients,
-// and a share of retries of earlier triplets. Bounded by request count and by time.
-// Prints requests/s, latency percentiles and replies by action. Loopback use only.
+// a share of retries of earlier triplets, and a share of authenticated submissions (one RCPT
+// per recipient, 1-4 recipients, then END-OF-MESSAGE with recipient_count and size) from
+// --accounts distinct SASL logins. Bounded by request count and by time. Prints requests/s,
+// latency percentiles and replies by action. Loopback use only.
 //
 //   loadgen [--host 127.0.0.1] [--port 10031] [--connections 8] [--requests 20000]
-//           [--seconds 30] [--seed 1] [--retry-share 0.3]
+//           [--seconds 30] [--seed 1] [--retry-share 0.3] [--auth-share 0] [--accounts 10000]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <map>
 #include <random>
 #include <string>
@@ -51,17 +54,52 @@ std::string make_request(std::mt19937_64& rng, double retry_share, std::vector<s
       triplet, seq, seq * 7);
 }
 
+// One authenticated submission: an RCPT request per recipient, then END-OF-MESSAGE.
+void make_submission(std::mt19937_64& rng, unsigned accounts, long seq, std::deque<std::string>& out) {
+  auto account = rng() % accounts;
+  auto n = 1 + rng() % 4;
+  auto size = 2000 + rng() % 60000;
+  auto common = [&](const char* state, const std::string& rcpt, unsigned long count, unsigned long sz) {
+    return fmt::format(
+        "request=smtpd_access_policy\nprotocol_state={}\nprotocol_name=ESMTPSA\nclient_address=172.16.{}.{}\n"
+        "client_name=client.example.net\nreverse_client_name=client.example.net\nhelo_name=[192.168.1.2]\n"
+        "sender=user{}@example.org\nrecipient={}\nrecipient_count={}\nqueue_id={}\ninstance={:x}.{:x}.1\n"
+        "size={}\nsasl_method=PLAIN\nsasl_username=user{}@example.org\nsasl_sender=\nccert_subject=\n"
+        "ccert_issuer=\nccert_fingerprint=\nccert_pubkey_fingerprint=\nencryption_protocol=TLSv1.3\n"
+        "encryption_cipher=TLS_AES_256_GCM_SHA384\nencryption_keysize=256\netrn_domain=\nstress=\n"
+        "client_port=40000\npolicy_context=\nserver_address=127.0.0.1\nserver_port=587\n\n",
+        state, (account / 250) % 256, 1 + account % 250, account, rcpt, count,
+        count == 0 ? std::string{} : fmt::format("4X{:08X}", seq), seq, seq * 7, sz, account);
+  };
+  std::string last;
+  for (unsigned long i = 0; i < n; ++i) {
+    last = fmt::format("friend{}@domain{}.example", rng() % 50, rng() % 20);
+    out.push_back(common("RCPT", last, 0, size));
+  }
+  out.push_back(common("END-OF-MESSAGE", n == 1 ? last : std::string{}, n, size));
+}
+
 asio::awaitable<void> worker(tcp::endpoint ep, long count, clk::time_point until, unsigned seed, double retry_share,
-                             stats& st) {
+                             double auth_share, unsigned accounts, stats& st) {
   auto ex = co_await asio::this_coro::executor;
   tcp::socket sock{ex};
   co_await sock.async_connect(ep, asio::use_awaitable);
   sock.set_option(tcp::no_delay(true));
   std::mt19937_64 rng{seed};
   std::vector<std::string> earlier;
+  std::deque<std::string> pending;
+  std::uniform_real_distribution<double> u{0, 1};
   std::string buf;
   for (long i = 0; i < count && clk::now() < until; ++i) {
-    auto req = make_request(rng, retry_share, earlier, i + static_cast<long>(seed) * 1000000);
+    long seq = i + static_cast<long>(seed) * 1000000;
+    if (pending.empty() && auth_share > 0 && u(rng) < auth_share) make_submission(rng, accounts, seq, pending);
+    std::string req;
+    if (!pending.empty()) {
+      req = std::move(pending.front());
+      pending.pop_front();
+    } else {
+      req = make_request(rng, retry_share, earlier, seq);
+    }
     auto t0 = clk::now();
     co_await asio::async_write(sock, asio::buffer(req), asio::use_awaitable);
     auto n = co_await asio::async_read_until(sock, asio::dynamic_buffer(buf), "\n\n", asio::use_awaitable);
@@ -88,16 +126,21 @@ int main(int argc, char** argv) {
   double seconds = 30;
   unsigned seed = 1;
   double retry_share = 0.3;
+  double auth_share = 0;
+  unsigned accounts = 10000;
   po::options_description d{"loadgen options"};
   d.add_options()("help", "help")("host", po::value(&host))("port", po::value(&port))("connections", po::value(&conns))(
       "requests", po::value(&requests))("seconds", po::value(&seconds))("seed", po::value(&seed))(
-      "retry-share", po::value(&retry_share));
+      "retry-share", po::value(&retry_share))("auth-share", po::value(&auth_share))("accounts", po::value(&accounts));
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, d), vm);
   po::notify(vm);
   if (vm.count("help") != 0) {
     std::puts(
-        "loadgen [--host H] [--port P] [--connections N] [--requests N] [--seconds S] [--seed N] [--retry-share F]");
+        "loadgen [--host H] [--port P] [--connections N] [--requests N] [--seconds S] [--seed N] [--retry-share F]\n"
+        "        [--auth-share F] [--accounts N]\n"
+        "  --auth-share F   share of messages that are authenticated submissions (RCPT per recipient, then\n"
+        "                   END-OF-MESSAGE), from --accounts distinct SASL logins");
     return 0;
   }
   asio::io_context io{1};
@@ -107,10 +150,12 @@ int main(int argc, char** argv) {
   auto start = clk::now();
   long failed = 0;
   for (unsigned c = 0; c < conns; ++c) {
-    asio::co_spawn(io, worker(ep, requests / conns, until, seed * 7919 + c, retry_share, per[c]),
-                   [&failed](std::exception_ptr e) {
-                     if (e) ++failed;
-                   });
+    asio::co_spawn(
+        io,
+        worker(ep, requests / conns, until, seed * 7919 + c, retry_share, auth_share, std::max(1U, accounts), per[c]),
+        [&failed](std::exception_ptr e) {
+          if (e) ++failed;
+        });
   }
   io.run();
   double elapsed = std::chrono::duration<double>(clk::now() - start).count();
