@@ -581,10 +581,11 @@ std::string validate(const policyd_config& c) {
   }
   for (const auto& t : c.limits_auto_restrict) {
     for (const auto& l : c.limits_defaults) {
-      if (l.what == t.what && l.window == t.window && l.max && t.max && *t.max > *l.max) {
+      // Within a window no longer than the limit's, the count never passes the limit.
+      if (l.what == t.what && t.window <= l.window && l.max && t.max && *t.max > *l.max) {
         problems += fmt::format(
-            "limits.auto_restrict: {}={}/{} can never be reached: limits.{} stops the account at {} first\n",
-            to_string(t.what), *t.max, format_window(t.window), to_string(l.what), *l.max);
+            "limits.auto_restrict: {}={}/{} can never be reached: limits.{} stops the account at {} per {} first\n",
+            to_string(t.what), *t.max, format_window(t.window), to_string(l.what), *l.max, format_window(l.window));
       }
     }
   }

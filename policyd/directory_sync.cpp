@@ -1,4 +1,6 @@
 // The account directory and its LISTEN/NOTIFY sync; see directory.hpp.
+#include <algorithm>
+
 #include <boost/asio/post.hpp>
 
 #include "core/db_session.hpp"
@@ -197,6 +199,10 @@ void directory_sync::listen_once() {
     }
     bool webmail = false;
     bool limits = false;
+    if (std::find(payloads.begin(), payloads.end(), "accounts") != payloads.end()) {
+      post_all(load_directory(s));  // the whole table changed (TRUNCATE)
+      continue;
+    }
     for (const auto& p : payloads) {
       if (p == "webmail") {
         webmail = true;

@@ -109,11 +109,13 @@ CREATE TABLE account_flag (
 CREATE INDEX account_flag_open_idx ON account_flag (login, measure, window_s) WHERE reviewed_at IS NULL;
 
 -- Change notification for policyd's in-memory directory. Payloads: account:LOGIN,
--- webmail, limits.
+-- accounts (all of them: TRUNCATE), webmail, limits.
 CREATE FUNCTION lupine_directory_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_TABLE_NAME = 'account' THEN
+    IF TG_TABLE_NAME = 'account' AND TG_OP = 'TRUNCATE' THEN
+        PERFORM pg_notify('lupine_directory', 'accounts');
+    ELSIF TG_TABLE_NAME = 'account' THEN
         IF TG_OP IN ('UPDATE', 'DELETE') THEN
             PERFORM pg_notify('lupine_directory', 'account:' || OLD.login);
         END IF;
@@ -130,6 +132,8 @@ END $$;
 
 CREATE TRIGGER account_notify AFTER INSERT OR UPDATE OR DELETE ON account
     FOR EACH ROW EXECUTE FUNCTION lupine_directory_notify();
+CREATE TRIGGER account_truncate_notify AFTER TRUNCATE ON account
+    FOR EACH STATEMENT EXECUTE FUNCTION lupine_directory_notify();
 CREATE TRIGGER webmail_network_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON webmail_network
     FOR EACH STATEMENT EXECUTE FUNCTION lupine_directory_notify();
 CREATE TRIGGER send_limit_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON send_limit
@@ -194,6 +198,10 @@ DECLARE
     v_frees  timestamptz;
     v_run    bigint;
     v_flag   bigint;
+    v_sums_w integer;
+    v_sum_m  bigint;
+    v_sum_r  bigint;
+    v_sum_b  bigint;
     b        record;
     i        integer;
 BEGIN
@@ -209,9 +217,14 @@ BEGIN
             v_from := v_minute - make_interval(secs => p_windows[i] - 60);
             v_add := CASE p_measures[i] WHEN 'messages' THEN p_messages
                                         WHEN 'recipients' THEN p_recipients ELSE p_bytes END;
-            SELECT coalesce(sum(CASE p_measures[i] WHEN 'messages' THEN s.messages
-                                    WHEN 'recipients' THEN s.recipients ELSE s.bytes END), 0)
-              INTO v_cur FROM send_volume s WHERE s.login = p_login AND s.minute >= v_from;
+            -- One scan per window for all three volume measures (limits come sorted by window).
+            IF v_sums_w IS DISTINCT FROM p_windows[i] THEN
+                SELECT coalesce(sum(s.messages), 0), coalesce(sum(s.recipients), 0), coalesce(sum(s.bytes), 0)
+                  INTO v_sum_m, v_sum_r, v_sum_b
+                  FROM send_volume s WHERE s.login = p_login AND s.minute >= v_from;
+                v_sums_w := p_windows[i];
+            END IF;
+            v_cur := CASE p_measures[i] WHEN 'messages' THEN v_sum_m WHEN 'recipients' THEN v_sum_r ELSE v_sum_b END;
             v_val := v_cur + v_add;
             IF v_add <= 0 OR v_val <= p_maxes[i] THEN CONTINUE; END IF;
             -- Refused: the oldest buckets leave the window one by one; it frees when
@@ -232,15 +245,17 @@ BEGIN
         ELSE
             v_from := p_now - make_interval(secs => p_windows[i]);
             IF p_measures[i] = 'distinct_recipients' THEN
-                SELECT count(*) INTO v_cur FROM send_recipient s WHERE s.login = p_login AND s.last_seen > v_from;
-                SELECT count(DISTINCT r) INTO v_new FROM unnest(p_rcpts) AS r
-                 WHERE NOT EXISTS (SELECT 1 FROM send_recipient s WHERE s.login = p_login AND s.recipient = r
-                                      AND s.last_seen > v_from);
+                SELECT (SELECT count(*) FROM send_recipient s WHERE s.login = p_login AND s.last_seen > v_from),
+                       (SELECT count(DISTINCT r) FROM unnest(p_rcpts) AS r
+                         WHERE NOT EXISTS (SELECT 1 FROM send_recipient s WHERE s.login = p_login AND s.recipient = r
+                                              AND s.last_seen > v_from))
+                  INTO v_cur, v_new;
             ELSE
-                SELECT count(*) INTO v_cur FROM send_domain s WHERE s.login = p_login AND s.last_seen > v_from;
-                SELECT count(DISTINCT d) INTO v_new FROM unnest(p_domains) AS d
-                 WHERE NOT EXISTS (SELECT 1 FROM send_domain s WHERE s.login = p_login AND s.domain = d
-                                      AND s.last_seen > v_from);
+                SELECT (SELECT count(*) FROM send_domain s WHERE s.login = p_login AND s.last_seen > v_from),
+                       (SELECT count(DISTINCT d) FROM unnest(p_domains) AS d
+                         WHERE NOT EXISTS (SELECT 1 FROM send_domain s WHERE s.login = p_login AND s.domain = d
+                                              AND s.last_seen > v_from))
+                  INTO v_cur, v_new;
             END IF;
             v_val := v_cur + v_new;
             IF v_new = 0 OR v_val <= p_maxes[i] THEN CONTINUE; END IF;

@@ -60,11 +60,17 @@ void flood_check::sweep(sys_time now) {
 check_result flood_check::decide(const request_context& ctx) {
   check_result r;
   const auto& req = ctx.req;
-  if (!cfg_.flood_enable || !req.get("sasl_username").empty()) return r;
+  if (!cfg_.flood_enable) return r;
   auto addr = parse_ip(req.get("client_address"));
-  if (!addr) return r;
+  bool counted = addr && req.get("sasl_username").empty();
   for (const auto& n : cfg_.flood_exempt) {
-    if (n.contains(*addr)) return r;
+    if (counted && n.contains(*addr)) counted = false;
+  }
+  if (!counted) {
+    // This connection now serves someone flood control does not count: whatever session
+    // it carried before has ended.
+    if (ctx.connection != 0) end_session(ctx.connection);
+    return r;
   }
   auto now = ctx.now;
   sweep(now);

@@ -94,14 +94,21 @@ boost::asio::awaitable<check_result> limits_check::evaluate(const request_contex
     r.reason = fmt::format("limit_{}", to_string(l.what));
     r.detail =
         fmt::format("{}={}/{} per {}", to_string(l.what), ans->value, l.max.value_or(0), format_window(l.window));
-    r.action = limit_action(cfg_.limits_action, l, ans->frees_at, ctx.now);
-    r.v = cfg_.limits_action == "hold"     ? verdict::hold
-          : cfg_.limits_action == "reject" ? verdict::reject
-                                           : verdict::defer;
     if (ans->flag_opened) {
       log(log_level::info, "limit_tripped", "{} {} value={} max={} window={} action={}", kv("login", login),
           kv("measure", to_string(l.what)), ans->value, l.max.value_or(0), format_window(l.window), cfg_.limits_action);
     }
+    if (l.what == measure::bytes && !ans->frees_at && cfg_.limits_action == "defer") {
+      // Larger than the whole allowance: retrying can never help.
+      r.v = verdict::reject;
+      r.action = fmt::format("552 5.3.4 Message too big for the sending limit: {}",
+                             describe_limit(l.what, l.max.value_or(0), l.window));
+      co_return r;
+    }
+    r.action = limit_action(cfg_.limits_action, l, ans->frees_at, ctx.now);
+    r.v = cfg_.limits_action == "hold"     ? verdict::hold
+          : cfg_.limits_action == "reject" ? verdict::reject
+                                           : verdict::defer;
     co_return r;
   }
   if (!eom && !instance.empty() && !rcpt.empty()) tracker_.add(instance, login, rcpt, ctx.now);

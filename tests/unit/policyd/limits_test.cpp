@@ -249,5 +249,14 @@ TEST_SUITE("limits config") {
     CHECK(validate(cfg).find("limits.auto_restrict") != std::string::npos);  // the limit stops it at 1000
     cfg = load({{"limits.auto_restrict", {"distinct_recipients=500/24h"}}, {"database", {"x"}}});
     CHECK(validate(cfg).empty());
+    // A shorter window cannot count more than a longer window's limit lets through.
+    cfg = load({{"limits.auto_restrict", {"distinct_recipients=10/30m"}},
+                {"limits.distinct_recipients", {"5/1h"}},
+                {"database", {"x"}}});
+    CHECK(validate(cfg).find("limits.auto_restrict") != std::string::npos);
+    cfg = load({{"limits.auto_restrict", {"distinct_recipients=10/2h"}},
+                {"limits.distinct_recipients", {"5/1h"}},
+                {"database", {"x"}}});
+    CHECK(validate(cfg).empty());
   }
 }
