@@ -31,7 +31,7 @@ boost::asio::awaitable<check_result> limits_check::evaluate(const request_contex
   bool eom = state == "END-OF-MESSAGE";
   if (!eom && state != "RCPT") co_return r;
 
-  auto login = bounded_key(to_valid_utf8(normalize_login(sasl)));
+  auto login = bounded_key(normalize_login(to_valid_utf8(sasl)));
   std::string instance{req.get("instance")};
   send_check_args a;
   a.login = login;
@@ -55,11 +55,15 @@ boost::asio::awaitable<check_result> limits_check::evaluate(const request_contex
     add_unique(a.recipients, rcpt);
     add_unique(a.domains, domain_of(rcpt));
   }
-  auto size = parse_uint(req.get("size")).value_or(0);
+  // Absurd values from a client are clamped, never wrapped.
+  constexpr std::uint64_t max_size = 1ULL << 50;
+  constexpr std::uint64_t max_count = 1000000;
+  auto size = std::min(parse_uint(req.get("size")).value_or(0), max_size);
   a.messages = 1;
   if (eom) {
     auto count = parse_uint(req.get("recipient_count"));
-    a.recipient_count = count ? static_cast<long long>(*count) : static_cast<long long>(a.recipients.size());
+    a.recipient_count =
+        count ? static_cast<long long>(std::min(*count, max_count)) : static_cast<long long>(a.recipients.size());
     a.bytes = static_cast<long long>(size);
     tracker_.erase(instance);  // the transaction ends here, whatever the answer
   } else {

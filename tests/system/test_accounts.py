@@ -469,6 +469,21 @@ class LimitsTest(AccountsTestCase):
                 self.assertLimitReply(a, "3 messages per 1h")
         self.assertEqual(volume(self.dsn, login), (3, 3, 3000))
 
+    def test_absurd_counts_are_clamped_not_wrapped(self):
+        # A hostile or broken client: sizes and counts past 64 bits or past int32. The
+        # daemon answers, counts sane clamped values and stays up.
+        d = self.limits_policyd(messages="100/1h", recipients="none", bytes="none")
+        login = new_login()
+        with d.client() as c:
+            inst, r = new_instance(), new_address()
+            self.assertEqual(rcpt(c, login, r, inst, size=10 ** 30), "DUNNO")
+            end = c.request(protocol_state="END-OF-MESSAGE", recipient=r, instance=inst, size=str(2 ** 64 - 1),
+                            recipient_count=str(2 ** 40), **submit_attrs(login, SUBMIT_CLIENT))
+            self.assertEqual(end, "DUNNO")
+            self.assertEqual(send_message(c, login, [new_address()]), sent_ok())
+        self.assertEqual(volume(self.dsn, login), (2, 1000000 + 1, 2 ** 50 + 1000))
+        self.assertTrue(d.running())
+
     def test_retry_time_is_dated_when_not_today(self):
         d = self.limits_policyd(messages="1/24h")
         login = new_login()
