@@ -15,6 +15,12 @@ const std::vector<command>& commands() {
       {"accounts", "account states and the review queue of flags: list, review", cmd_accounts},
       {"webmail", "the webmail networks restricted accounts may use: list, add, remove", cmd_webmail},
       {"limits", "per-account and per-domain sending limit overrides: list, set, clear", cmd_limits},
+      {"stats", "an account's outbound traffic against its baseline and the other accounts", cmd_stats},
+      {"case", "abuse cases and their spam copies: open, import, show, list, export", cmd_case},
+      {"verify", "match a case's spam copies against the event log", cmd_verify},
+      {"restrict", "restrict an account to webmail-only for a case and notify the user", cmd_restrict},
+      {"terminate", "terminate an account (abuse confirmed) and close the case", cmd_terminate},
+      {"restore", "restore an account (not confirmed) and close the case", cmd_restore},
   };
   return table;
 }

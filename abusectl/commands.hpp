@@ -25,6 +25,12 @@ int cmd_db(const global_options& g, const std::vector<std::string>& args);
 int cmd_accounts(const global_options& g, const std::vector<std::string>& args);
 int cmd_webmail(const global_options& g, const std::vector<std::string>& args);
 int cmd_limits(const global_options& g, const std::vector<std::string>& args);
+int cmd_stats(const global_options& g, const std::vector<std::string>& args);
+int cmd_case(const global_options& g, const std::vector<std::string>& args);
+int cmd_verify(const global_options& g, const std::vector<std::string>& args);
+int cmd_restrict(const global_options& g, const std::vector<std::string>& args);
+int cmd_terminate(const global_options& g, const std::vector<std::string>& args);
+int cmd_restore(const global_options& g, const std::vector<std::string>& args);
 
 constexpr int exit_ok = 0;
 constexpr int exit_failed = 1;

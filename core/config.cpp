@@ -153,7 +153,8 @@ raw_options parse_overrides(const std::vector<std::string>& overrides, const std
   return out;
 }
 
-raw_options read_config_file(const std::string& path, const std::vector<std::string>& known_keys) {
+raw_options read_config_file(const std::string& path, const std::vector<std::string>& known_keys,
+                             const std::vector<std::string>& foreign_prefixes) {
   std::ifstream in{path};
   if (!in) throw config_error{fmt::format("{}: cannot open config file", path)};
   po::options_description desc;
@@ -162,12 +163,16 @@ raw_options read_config_file(const std::string& path, const std::vector<std::str
   }
   raw_options out;
   try {
-    auto parsed = po::parse_config_file(in, desc, false);
+    auto parsed = po::parse_config_file(in, desc, true);
     for (const auto& opt : parsed.options) {
+      if (opt.unregistered) {
+        bool foreign = std::any_of(foreign_prefixes.begin(), foreign_prefixes.end(),
+                                   [&opt](const std::string& p) { return opt.string_key.rfind(p, 0) == 0; });
+        if (foreign) continue;
+        throw config_error{fmt::format("{}: unknown key {}", path, opt.string_key)};
+      }
       for (const auto& v : opt.value) out[opt.string_key].push_back(v);
     }
-  } catch (const po::unknown_option& e) {
-    throw config_error{fmt::format("{}: unknown key {}", path, e.get_option_name())};
   } catch (const po::error& e) {
     throw config_error{fmt::format("{}: {}", path, e.what())};
   }

@@ -63,7 +63,11 @@ using raw_options = std::map<std::string, std::vector<std::string>>;
 // Parses `-o key=value` strings; unknown keys or a missing `=` are errors.
 raw_options parse_overrides(const std::vector<std::string>& overrides, const std::vector<std::string>& known_keys);
 // Reads a config file; unknown keys are errors naming the file and the key.
-raw_options read_config_file(const std::string& path, const std::vector<std::string>& known_keys);
+// Keys starting with one of foreign_prefixes belong to another program sharing the file
+// (policyd skips abusectl's [abusectl] section) and are left out; any other unknown key is
+// an error.
+raw_options read_config_file(const std::string& path, const std::vector<std::string>& known_keys,
+                             const std::vector<std::string>& foreign_prefixes = {});
 
 // The merged value of each key: the -o value if given, else the file's, else the default.
 // For a multi key, -o replaces the file's list. Returns every problem via config_error.

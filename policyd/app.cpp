@@ -107,10 +107,10 @@ int run_app(int argc, char** argv) {
     raw_options file;
     std::string source = "-o";
     if (!config_file.empty()) {
-      file = read_config_file(config_file, keys);
+      file = read_config_file(config_file, keys, {"abusectl."});
       source = config_file;
     } else if (std::error_code fec; std::filesystem::exists(default_config, fec)) {
-      file = read_config_file(default_config, keys);
+      file = read_config_file(default_config, keys, {"abusectl."});
       source = default_config;
     }
     cfg = apply_options(policyd_options(), source, file, cli, &effective);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/db.hpp"
+#include "core/text.hpp"
 #include "policyd/greylist.hpp"
 #include "policyd/limits.hpp"
 
@@ -105,10 +106,5 @@ struct maintenance_report {
 // Creates upcoming event-log day partitions, drops those past retention, and deletes
 // expired greylist and auto-allow-list rows in bounded batches along the last_seen index.
 maintenance_report run_maintenance(db_session& s, sys_time now, const maintenance_params& p);
-
-// Valid UTF-8 copy of s that PostgreSQL accepts: each byte that is not part of a valid
-// sequence becomes the text \xNN, so 8-bit envelope data is kept (as evidence, and as
-// distinct greylist keys) instead of failing the statement.
-std::string to_valid_utf8(std::string_view s);
 
 }  // namespace lupine::policyd

@@ -279,6 +279,21 @@ TEST_SUITE("config") {
     CHECK(what.find("delya") != std::string::npos);
   }
 
+  TEST_CASE("keys of another program sharing the file are skipped and other unknown keys still refused") {
+    temp_dir dir;
+    auto path = dir.write("shared.conf", "delay = 60s\n[abusectl]\nsmtp_url = smtp://127.0.0.1:25\n");
+    auto got = lupine::read_config_file(path, toy_keys, {"abusectl."});
+    CHECK(got["delay"] == std::vector<std::string>{"60s"});
+    CHECK(got.count("abusectl.smtp_url") == 0);
+    std::string what;
+    try {
+      lupine::read_config_file(path, toy_keys);
+    } catch (const config_error& e) {
+      what = e.what();
+    }
+    CHECK(what.find("abusectl.smtp_url") != std::string::npos);
+  }
+
   TEST_CASE("a missing config file is an error naming the file") {
     temp_dir dir;
     auto path = (dir.path / "absent.conf").string();
