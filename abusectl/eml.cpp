@@ -85,13 +85,19 @@ void append_utf8(std::string& out, std::uint32_t cp) {
 }
 
 // s with every byte that is not part of a well-formed UTF-8 sequence (overlong forms,
-// surrogates and code points past U+10FFFF included) replaced by U+FFFD.
+// surrogates and code points past U+10FFFF included), and NUL, replaced by U+FFFD: the
+// result can be stored as PostgreSQL text.
 std::string valid_utf8(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   std::size_t i = 0;
   while (i < s.size()) {
     auto u = static_cast<unsigned char>(s[i]);
+    if (u == 0) {
+      out += replacement;
+      ++i;
+      continue;
+    }
     if (u < 0x80) {
       out += s[i++];
       continue;
@@ -385,29 +391,14 @@ struct header_block {
   }
 };
 
-// Field names that make a header block a mail's (one is enough).
+// Field names that make a header block a mail's (one is enough), each between spaces.
+constexpr std::string_view mail_fields =
+    " from date received message-id return-path subject to cc sender reply-to delivered-to x-original-to "
+    "mime-version content-type in-reply-to references dkim-signature arc-seal authentication-results x-mailer ";
+
 bool is_mail_field(std::string_view lname) {
-  static constexpr std::array<std::string_view, 20> names{"from",
-                                                          "date",
-                                                          "received",
-                                                          "message-id",
-                                                          "return-path",
-                                                          "subject",
-                                                          "to",
-                                                          "cc",
-                                                          "sender",
-                                                          "reply-to",
-                                                          "delivered-to",
-                                                          "x-original-to",
-                                                          "mime-version",
-                                                          "content-type",
-                                                          "in-reply-to",
-                                                          "references",
-                                                          "dkim-signature",
-                                                          "arc-seal",
-                                                          "authentication-results",
-                                                          "x-mailer"};
-  return std::find(names.begin(), names.end(), lname) != names.end();
+  // lname is a field name: printable ASCII without spaces (split_field).
+  return !lname.empty() && mail_fields.find(" " + std::string{lname} + " ") != npos;
 }
 
 enum class block_mode {
@@ -1005,11 +996,12 @@ bool decode_word(std::string_view v, std::size_t p, std::string& decoded, std::s
   auto text = v.substr(text_start, j - text_start);
   auto bytes = enc == 'b' ? decode_base64_word(text) : decode_q_word(text);
   if (!bytes) return false;
-  decoded = to_utf8(*bytes, cs);
-  for (auto& c : decoded) {
+  // Control bytes are ASCII in every charset above: blank them before converting.
+  for (auto& c : *bytes) {
     auto u = static_cast<unsigned char>(c);
     if (u < 0x20 || u == 0x7f) c = ' ';
   }
+  decoded = to_utf8(*bytes, cs);
   end = j + 2;
   return true;
 }
@@ -1385,7 +1377,7 @@ parsed_message parse_message(std::string_view raw, const std::vector<std::string
     }
     for (std::size_t k = forged ? f : s + 1; k < hops.size(); ++k) {
       if (!hops[k].ours) continue;
-      add_note(notes, fmt::format("hop {} claims to be ours (by {}) but is below a foreign hop (forged?)", k + 1,
+      add_note(notes, fmt::format("hop {} claims to be ours but is below a foreign hop (forged?): by {}", k + 1,
                                   shown(hops[k].by_host, 60)));
     }
     if (!forged) {

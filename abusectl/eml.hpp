@@ -1,14 +1,12 @@
-// Abuse complaints as e-mail: finds the spam copies in a complaint (message/rfc822 parts, or
-// the message itself) and parses one copy's headers: the Received chain with our own hops
+// Abuse complaints as e-mail: finds the spam copies in a complaint (attached message/rfc822
+// parts, or the message itself) and parses a copy's headers: the Received chain with our hops
 // recognised by host name, Message-ID, Date, From, To, Cc, Subject, our queue id and the
 // authenticated sender. Pure: no I/O, no database, no clock, no logging.
-// SECURITY: every byte is hostile (spammers write the headers we read). Hand-written
-// scanners only (no regex); sizes, header counts, line lengths, MIME parts and nesting are
-// bounded (eml_limits); nothing here throws on bad input or recurses without a bound.
-// Problems with a message that is still a mail become human-readable notes, not errors.
-// Limits: RFC 2047 charsets are UTF-8, US-ASCII, ISO-8859-1 and windows-1252 only (others
-// stay encoded); RFC 2231 parameter continuations are not joined; a spam copy forwarded
-// inline (pasted into the body) is not recognised, only attached ones.
+// SECURITY: every byte is hostile (spammers write these headers). Hand-written scanners, no
+// regex; size, header count, field length, MIME parts and nesting are bounded (eml_limits);
+// nothing throws on bad input. A message that is still a mail gets notes, not errors.
+// Limits: RFC 2047 charsets UTF-8, US-ASCII, ISO-8859-1 and windows-1252 only; RFC 2231
+// continuations are not joined; a copy pasted inline into the body is not recognised.
 #pragma once
 
 #include <chrono>
@@ -55,7 +53,7 @@ struct parsed_message {
   std::string date_text;
   std::optional<sys_time> date;
   // Raw header values, unfolded, RFC 2047 encoded-words decoded, then made valid UTF-8
-  // (invalid bytes become U+FFFD, control characters from encoded-words become spaces).
+  // (invalid bytes and NUL become U+FFFD, control characters from encoded-words spaces).
   std::string from, to, cc, subject;
   std::string from_addr;               // the address in From ("bob@example.org"), "" if none
   std::string envelope_from;           // Return-Path without <> ("" for the null sender <>)
@@ -65,7 +63,9 @@ struct parsed_message {
   std::size_t our_hop_index = 0;  // index into received when has_our_hop
   std::string queue_id, sasl_user, client_ip, client_helo;
   std::optional<sys_time> received_at;
-  std::string headers;             // the raw header block as in the input (at most max_header_bytes)
+  // The raw header block as in the input (at most max_header_bytes). This and received[].raw
+  // are bytes as written (8-bit, even NUL); every other field is valid UTF-8 without NUL.
+  std::string headers;
   std::vector<std::string> notes;  // human-readable warnings, one line each
 };
 
@@ -92,8 +92,8 @@ std::vector<std::string> extract_messages(std::string_view raw, std::string& err
 // top). The top hops may be the recipient's own systems, so foreign hops above ours are
 // normal. Let F be the first (top-most) hop that is ours. The run of consecutive ours hops
 // starting at F ends at S; S is the submission hop (the mail entered our systems there),
-// and any ours hop below S is noted as "claims to be ours but is below a foreign hop
-// (forged?)". A forger can only add hops below the point where the mail really entered
+// and any ours hop below S is noted ("hop 3 claims to be ours but is below a foreign hop
+// (forged?): by HOST"). A forger can only add hops below the point where the mail really entered
 // the chain, so F must also be connected to what is above it: when the hop just above F
 // names the host it received the message from (from_name, the reverse name the receiving
 // MTA looked up, never the client-chosen HELO) and that name is not ours, the whole run

@@ -316,7 +316,7 @@ TEST_SUITE("eml") {
     CHECK(m.our_hop_index == 1);
     CHECK(m.queue_id == "4XABCDEF12");
     CHECK(m.sasl_user == "bob@example.org");
-    CHECK_MESSAGE(has_note(m, "hop 4 claims to be ours (by mx1.ourmail.example) but is below a foreign hop (forged?)"),
+    CHECK_MESSAGE(has_note(m, "hop 4 claims to be ours but is below a foreign hop (forged?): by mx1.ourmail.example"),
                   "notes: ", show(m.notes));
     CHECK_FALSE(has_note(m, "hop 2 claims"));
   }
@@ -335,7 +335,7 @@ TEST_SUITE("eml") {
                            "hop 1 (by mx.example.com) received the message from unknown [203.0.113.66], which is "
                            "not one of our hosts"),
                   "notes: ", show(m.notes));
-    CHECK_MESSAGE(has_note(m, "hop 2 claims to be ours (by smtp.ourmail.example) but is below a foreign hop (forged?)"),
+    CHECK_MESSAGE(has_note(m, "hop 2 claims to be ours but is below a foreign hop (forged?): by smtp.ourmail.example"),
                   "notes: ", show(m.notes));
   }
 
@@ -513,6 +513,24 @@ TEST_SUITE("eml") {
       auto got = decode_rfc2047(r.in);
       CHECK_MESSAGE(got == r.want, "'", r.in, "': got '", got, "', want '", r.want, "'");
     }
+    CHECK(decode_rfc2047(std::string{"nul\0byte", 8}) ==
+          "nul\xEF\xBF\xBD"
+          "byte");
+  }
+
+  TEST_CASE("keeps NUL bytes out of every parsed field but the raw ones") {
+    const std::string raw{
+        "From: a@example.org\nSubject: x\0y\nReceived: by mx1.ourmail.example id Q\0Z; Fri, 27 Nov "
+        "2026 18:04:05 +0000\n\n",
+        107};
+    REQUIRE(raw.back() == '\n');
+    auto m = parsed(raw);
+    CHECK(m.subject == "x\xEF\xBF\xBDy");
+    REQUIRE(m.has_our_hop);
+    CHECK(m.queue_id == "Q\xEF\xBF\xBDZ");
+    CHECK(m.received[0].raw.find('\0') != std::string::npos);
+    CHECK(m.headers.find('\0') != std::string::npos);
+    CHECK(has_note(m, "header line 2 contains a NUL byte"));
   }
 
   TEST_CASE("extracts a 7bit message/rfc822 part byte for byte and not the wrapper") {
@@ -960,7 +978,7 @@ TEST_SUITE("eml") {
       CHECK(m.queue_id.empty());
       CHECK(m.sasl_user.empty());
       CHECK_MESSAGE(
-          has_note(m, "hop 3 claims to be ours (by smtp.ourmail.example) but is below a foreign hop (forged?)"),
+          has_note(m, "hop 3 claims to be ours but is below a foreign hop (forged?): by smtp.ourmail.example"),
           "notes: ", show(m.notes));
       CHECK_MESSAGE(has_note(m, "received the message from localhost [127.0.0.1], which is not one of our hosts"),
                     "notes: ", show(m.notes));
