@@ -53,6 +53,7 @@ struct request {
   bool notify = true;
   bool yes = false;
   bool force = false;
+  bool json = false;
 };
 
 std::string rfc5322_now() {
@@ -214,9 +215,23 @@ int run(const global_options& g, const request& r) {
           actor, r.login, r.case_id, c.state, case_state, reason);
       tx.commit();
     }
-    std::cout << fmt::format("{}: {} -> {} (case {} {})\n", ascii_lower(r.login), old_account_state, new_state,
-                             r.case_id, case_state);
-    if (r.m != move::restore) {
+    // One JSON object for scripts: what changed, and whether the user was notified.
+    auto json_out = [&](const std::string& notified) {
+      std::cout << fmt::format(
+          "{{\"account\": {}, \"old_state\": {}, \"new_state\": {}, \"case\": {}, \"case_state\": {}, "
+          "\"notified\": {}}}\n",
+          json_string(ascii_lower(r.login)), json_string(old_account_state), json_string(new_state), r.case_id,
+          json_string(case_state), notified);
+    };
+    if (r.json && (r.m != move::restrict_ || !r.notify)) {
+      json_out("null");
+      return exit_ok;
+    }
+    if (!r.json) {
+      std::cout << fmt::format("{}: {} -> {} (case {} {})\n", ascii_lower(r.login), old_account_state, new_state,
+                               r.case_id, case_state);
+    }
+    if (r.m != move::restore && !r.json) {
       std::cout << fmt::format(
           "IMAP/POP3: Dovecot follows the dovecot_account view; flush its cache and end open sessions:\n"
           "  doveadm auth cache flush {0}; doveadm kick {0}\n",
@@ -242,12 +257,13 @@ int run(const global_options& g, const request& r) {
         " VALUES ($1, 'notify', lower($2), $3, NULL, $4, $5)",
         actor, r.login, r.case_id, err.empty() ? "sent" : "failed", err.empty() ? "to " + to : err);
     tx.commit();
+    if (r.json) json_out(err.empty() ? json_string(to) : "false");
     if (!err.empty()) {
       std::cerr << fmt::format("abusectl restrict: {} is restricted, but the notification to {} failed: {}\n",
                                ascii_lower(r.login), to, one_line(err));
       return exit_failed;
     }
-    std::cout << fmt::format("notified {}\n", to);
+    if (!r.json) std::cout << fmt::format("notified {}\n", to);
     return exit_ok;
   } catch (const std::exception& e) {
     std::cerr << fmt::format("abusectl {}: {}\n", name, one_line(e.what()));
@@ -257,7 +273,7 @@ int run(const global_options& g, const request& r) {
 
 int parse_and_run(move m, const global_options& g, const std::vector<std::string>& args) {
   const char* name = verb(m);
-  std::string usage = fmt::format("Usage: abusectl {} ACCOUNT --case N [--reason TEXT]", name);
+  std::string usage = fmt::format("Usage: abusectl {} ACCOUNT --case N [--reason TEXT] [--json]", name);
   if (m == move::restrict_) usage += " [--no-notify]";
   if (m == move::terminate) usage += " [--yes] [--force]";
   const char* what = m == move::restrict_
@@ -269,7 +285,8 @@ int parse_and_run(move m, const global_options& g, const std::vector<std::string
   po::options_description desc{usage + "\n\n" + what + "\n\nOptions"};
   desc.add_options()("help,h", "show this help")("case", po::value<std::string>()->value_name("N"),
                                                  "the abuse case (required)")(
-      "reason", po::value<std::string>()->value_name("TEXT"), "why (audited; default: case N)");
+      "reason", po::value<std::string>()->value_name("TEXT"), "why (audited; default: case N)")(
+      "json", "print the outcome as one JSON object");
   if (m == move::restrict_) desc.add_options()("no-notify", "do not mail the user");
   if (m == move::terminate) {
     desc.add_options()("yes,y", "do not ask for confirmation")("force", "terminate a case that was never restricted");
@@ -313,6 +330,7 @@ int parse_and_run(move m, const global_options& g, const std::vector<std::string
   r.notify = vm.count("no-notify") == 0;
   r.yes = vm.count("yes") != 0;
   r.force = vm.count("force") != 0;
+  r.json = vm.count("json") != 0;
   return run(g, r);
 }
 
