@@ -205,11 +205,12 @@ int case_open(const global_options& g, const std::vector<std::string>& args, boo
     auto s = db_connect(cfg.database, "lupine-abusectl");
     pqxx::work tx{s->conn};
     if (import) {
-      auto r = tx.exec_params("SELECT state FROM abuse_case WHERE id = $1 FOR UPDATE", case_id);
+      auto r = tx.exec_params("SELECT coalesce(account, '') FROM abuse_case WHERE id = $1 FOR UPDATE", case_id);
       if (r.empty()) {
         std::cerr << fmt::format("abusectl case import: no case {}\n", case_id);
         return exit_failed;
       }
+      account = r[0][0].as<std::string>();  // the audit row names the case's account
     } else {
       case_id =
           tx.exec_params1(
@@ -459,11 +460,14 @@ int case_export(const global_options& g, const std::vector<std::string>& args) {
     // The event-log rows of every matched transaction.
     std::string rows = "[";
     bool first = true;
+    std::set<std::pair<std::string, std::string>> written;  // a transaction several copies match: once
     for (const auto& v : verdicts) {
-      if (v.instance.empty()) continue;
+      // Only what the copies were matched to: a bundle must not carry other people's mail records.
+      if (!v.matched || v.instance.empty() || !written.emplace(v.policyd, v.instance).second) continue;
       auto r = tx.exec_params(
-          "SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), policyd, postfix_instance,"
-          " queue_id, protocol_state, host(client_address), client_name, helo_name, sender, recipient,"
+          "SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ts, policyd, postfix_instance,"
+          " queue_id, protocol_state, host(client_address) AS client_address, client_name, helo_name, sender, "
+          "recipient,"
           " recipient_count, size, sasl_username, verdict, action, reason, detail"
           " FROM event_log WHERE policyd = $1 AND postfix_instance = $2 ORDER BY ts",
           v.policyd, v.instance);
