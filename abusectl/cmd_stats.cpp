@@ -116,8 +116,7 @@ int cmd_stats(const global_options& g, const std::vector<std::string>& args) {
   auto since = when("since", *until - std::chrono::days{7});
   if (!since) return exit_usage;
   if (*since >= *until) {
-    std::cerr << prefix
-              << fmt::format("--since {} is not before --until {}\n", format_utc(*since), format_utc(*until));
+    std::cerr << prefix << fmt::format("--since {} is not before --until {}\n", format_utc(*since), format_utc(*until));
     return exit_usage;
   }
   req.since = *since;
@@ -133,8 +132,7 @@ int cmd_stats(const global_options& g, const std::vector<std::string>& args) {
     req.baseline_periods = n;
   }
   const bool json = vm.count("json") != 0;
-  const bool chart =
-      !json && vm.count("no-chart") == 0 && (vm.count("chart") != 0 || ::isatty(STDOUT_FILENO) != 0);
+  const bool chart = !json && vm.count("no-chart") == 0 && (vm.count("chart") != 0 || ::isatty(STDOUT_FILENO) != 0);
 
   std::function<void(std::string_view)> progress;
   if (::isatty(STDERR_FILENO) != 0) progress = [](std::string_view text) { std::cerr << prefix << text << "\n"; };

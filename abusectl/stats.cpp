@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <stdexcept>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -25,17 +26,28 @@ using std::chrono::seconds;
 
 constexpr long long day_seconds = 86400;
 
-// The account's rows: both bounds of the BETWEEN are case variants of the login, and every
-// case variant of a string sorts between its all-lower and all-upper forms (byte order, and
-// the tertiary case level of glibc and ICU collations), so the range lets the planner walk
-// event_log_sasl_idx (sasl_username, ts) although the match is on lower(sasl_username).
+// The account's rows: a WHERE condition on event_log `e`. $1 is the login (lower-case), and
+// $first .. are the case variants of its first `start` bytes (see login_ranges()). One index
+// range per variant P, from P || upper(rest) to P || rest (least/greatest: byte order puts
+// upper case first, glibc and ICU collations lower case), holds every spelling that starts
+// with P, so the planner walks event_log_sasl_idx (sasl_username, ts) although the match is
+// on lower(sasl_username). The bounds are constants once the parameters are bound
+// (exec_params plans with their values), so the planner sees how narrow they are.
 // `sasl_username <> ''` is repeated so that the partial index applies.
-// XXX: an expression index on lower(sasl_username) would make the range unnecessary; sql/
-// has none (migrations are owned elsewhere), and policyd logs the login as the client sent it.
-constexpr std::string_view account_rows_where =
-    "e.sasl_username <> ''"
-    " AND e.sasl_username BETWEEN least($1::text, upper($1::text)) AND greatest($1::text, upper($1::text))"
-    " AND lower(e.sasl_username) = $1::text";
+// XXX: an expression index on lower(sasl_username) would make this unnecessary; policyd
+// logs the login as the client sent it, and sql/ has no such index.
+std::string account_rows(std::size_t variants, std::size_t start, int first) {
+  const std::string rest = fmt::format("substr($1::text, {})", start + 1);
+  std::string ranges;
+  for (std::size_t i = 0; i < variants; ++i) {
+    ranges += fmt::format(
+        "{1}e.sasl_username BETWEEN least(${0}::text || upper({2}), ${0}::text || {2})"
+        " AND greatest(${0}::text || upper({2}), ${0}::text || {2})",
+        static_cast<std::size_t>(first) + i, i == 0 ? "" : " OR ", rest);
+  }
+  if (ranges.empty()) return "e.sasl_username <> '' AND lower(e.sasl_username) = $1::text";
+  return fmt::format("e.sasl_username <> '' AND lower(e.sasl_username) = $1::text AND ({})", ranges);
+}
 
 constexpr std::string_view sent_verdicts = "('dunno', 'prepend', 'pass', 'accept')";
 constexpr std::string_view refused_verdicts = "('defer', 'reject', 'hold')";
@@ -51,8 +63,9 @@ constexpr std::string_view traffic_columns =
 
 // One scan of the account's rows from the baseline's start to until, grouped five ways.
 // chunk numbers the periods: 0 .. N-1 the baseline, N the period itself.
-// $1 login, $2 baseline start, $3 until, $4 period length in seconds, $5 N.
-std::string account_query() {
+// $1 and $6.. as for account_rows, $2 baseline start, $3 until, $4 period length in seconds,
+// $5 N.
+std::string account_query(std::size_t variants, std::size_t start) {
   return fmt::format(
       "WITH mine AS MATERIALIZED ("
       " SELECT e.ts, floor(extract(epoch FROM e.ts - $2::timestamptz) / $4::bigint)::int AS chunk,"
@@ -77,7 +90,7 @@ std::string account_query() {
       " SELECT 'client', NULL, coalesce(host(client), ''), count(*), 0, 0, 0, 0, 0,"
       "  floor(extract(epoch FROM min(ts)) * 1000000)::bigint, floor(extract(epoch FROM max(ts)) * 1000000)::bigint"
       "  FROM mine WHERE chunk = $5::int AND ok AND eom GROUP BY client",
-      sent_verdicts, account_rows_where, refused_verdicts, traffic_columns);
+      sent_verdicts, account_rows(variants, start, 6), refused_verdicts, traffic_columns);
 }
 
 // Every account's figures in [since, until): volume and hourly peak from END-OF-MESSAGE
@@ -128,10 +141,44 @@ std::string population_query() {
       sent_verdicts);
 }
 
-time_point from_unix_seconds(long long s) { return time_point{seconds{s}}; }
-time_point from_unix_micros(long long us) { return time_point{duration_cast<time_point::duration>(microseconds{us})}; }
+// The start of login for account_rows(): every case variant of it (at most 16: it ends with
+// the fourth letter) and its length. A login with a byte outside ASCII gets no variants, so
+// no ranges (every authenticated row in the time range is read): the bounds need each
+// letter's upper case on the same side of its lower case, and in byte order É sorts before
+// é but Ÿ (U+0178) after ÿ (U+00FF).
+std::pair<std::vector<std::string>, std::size_t> login_ranges(const std::string& login) {
+  for (char c : login) {
+    if (static_cast<unsigned char>(c) >= 0x80) return {{}, 0};
+  }
+  std::size_t end = 0;
+  int letters = 0;
+  while (end < login.size() && letters < 4) {
+    if (login[end] >= 'a' && login[end] <= 'z') ++letters;
+    ++end;
+  }
+  std::vector<std::string> variants{login.substr(0, end)};
+  for (std::size_t i = 0; i < end; ++i) {
+    if (login[i] < 'a' || login[i] > 'z') continue;
+    const std::size_t n = variants.size();
+    for (std::size_t k = 0; k < n; ++k) {
+      auto v = variants[k];
+      v[i] = static_cast<char>(v[i] - 'a' + 'A');
+      variants.push_back(std::move(v));
+    }
+  }
+  return {variants, end};
+}
 
-long long unix_seconds(time_point t) { return std::chrono::floor<seconds>(t).time_since_epoch().count(); }
+time_point from_unix_seconds(long long s) {
+  return time_point{seconds{s}};
+}
+time_point from_unix_micros(long long us) {
+  return time_point{duration_cast<time_point::duration>(microseconds{us})};
+}
+
+long long unix_seconds(time_point t) {
+  return std::chrono::floor<seconds>(t).time_since_epoch().count();
+}
 
 // How many UTC days (day partitions) [a, b) touches.
 long long days_touched(time_point a, time_point b) {
@@ -194,14 +241,18 @@ std::string human_bytes(double v) {
   return fmt::format("{} {}", number(std::fabs(v) >= 100 ? std::round(v) : std::round(v * 10) / 10), units.at(u));
 }
 
-std::string figure_value(figure f, double v) { return f == figure::bytes_per_day ? human_bytes(v) : number(v); }
+std::string figure_value(figure f, double v) {
+  return f == figure::bytes_per_day ? human_bytes(v) : number(v);
+}
 
 std::string ratio_text(double r) {
   return r >= 10 ? fmt::format("{:.0f}×", r) : fmt::format("{}×", number(std::round(r * 10) / 10));
 }
 
 // Rounded down: 99.96 is "99.9", never "100" unless every other account is below.
-std::string percent_text(double p) { return number(std::floor(p * 10) / 10); }
+std::string percent_text(double p) {
+  return number(std::floor(p * 10) / 10);
+}
 
 std::string_view label(figure f) {
   switch (f) {
@@ -219,8 +270,8 @@ std::string_view label(figure f) {
 std::string baseline_text(const account_stats& st, figure f, double b) {
   if (per_day(f)) return figure_value(f, b) + "/day";
   if (f == figure::peak_messages_per_hour) return number(b) + "/hour";
-  return fmt::format("{} per {}", number(b), format_window(unix_seconds(st.request.until) -
-                                                           unix_seconds(st.request.since)));
+  return fmt::format("{} per {}", number(b),
+                     format_window(unix_seconds(st.request.until) - unix_seconds(st.request.since)));
 }
 
 std::string finding(const account_stats& st, const figure_stats& fs) {
@@ -237,7 +288,8 @@ std::string finding(const account_stats& st, const figure_stats& fs) {
   const long long others = st.population - (st.totals.messages > 0 ? 1 : 0);
   if (fs.percentile) {
     if (*fs.percentile >= 100) {
-      text += fmt::format(", above all {} other account{}", others, others == 1 ? "" : "s");
+      text += others == 1 ? std::string{", above the only other account"}
+                          : fmt::format(", above all {} other accounts", others);
     } else {
       text += fmt::format(", above {}% of the other {} account{}", percent_text(*fs.percentile), others,
                           others == 1 ? "" : "s");
@@ -255,7 +307,9 @@ std::string json_num(double v) {
   return fmt::format("{}", r);
 }
 
-std::string json_opt(const std::optional<double>& v) { return v ? json_num(*v) : "null"; }
+std::string json_opt(const std::optional<double>& v) {
+  return v ? json_num(*v) : "null";
+}
 
 std::string json_traffic(const traffic& t) {
   return fmt::format(
@@ -313,19 +367,22 @@ std::optional<account_stats> compute_stats(db_session& s, const stats_request& r
   // Lower-cased by PostgreSQL, as the comparisons below and lupine_set_account_state do.
   st.request.account = tx.exec_params1("SELECT lower($1::text)", r.account)[0].as<std::string>();
   const std::string& login = st.request.account;
-  const auto head = tx.exec_params1(
-      fmt::format("SELECT EXISTS (SELECT 1 FROM account WHERE login = $1::text)"
-                  "  OR EXISTS (SELECT 1 FROM event_log e WHERE {}),"
-                  " (SELECT extract(epoch FROM date_trunc('day', min(ts)))::bigint FROM event_log)",
-                  account_rows_where),
-      login);
+  const auto [variants, prefix_len] = login_ranges(login);
+  const auto head =
+      tx.exec_params1(fmt::format("SELECT EXISTS (SELECT 1 FROM account WHERE login = $1::text)"
+                                  "  OR EXISTS (SELECT 1 FROM event_log e WHERE {}),"
+                                  " (SELECT extract(epoch FROM date_trunc('day', min(ts)))::bigint FROM event_log)",
+                                  account_rows(variants.size(), prefix_len, 2)),
+                      login, pqxx::prepare::make_dynamic_params(variants));
   if (!head[0].as<bool>()) return std::nullopt;
   if (!head[1].is_null()) st.log_first_day = from_unix_seconds(head[1].as<long long>());
 
-  note(fmt::format("scanning {} day partitions for {}'s requests...", days_touched(st.baseline_since, r.until),
+  const long long account_days = days_touched(st.baseline_since, r.until);
+  note(fmt::format("scanning {} day partition{} for {}'s requests...", account_days, account_days == 1 ? "" : "s",
                    printable(login)));
   std::map<long long, traffic> chunks;
-  const auto rows = tx.exec_params(account_query(), login, baseline_since, until, period_s, n);
+  const auto rows = tx.exec_params(account_query(variants.size(), prefix_len), login, baseline_since, until, period_s,
+                                   n, pqxx::prepare::make_dynamic_params(variants));
   for (const auto& row : rows) {
     const auto kind = row[0].as<std::string>();
     if (kind == "chunk") {
@@ -370,7 +427,9 @@ std::optional<account_stats> compute_stats(db_session& s, const stats_request& r
     }
   }
 
-  note(fmt::format("scanning {} day partitions for every account's messages...", days_touched(r.since, r.until)));
+  const long long period_days = days_touched(r.since, r.until);
+  note(fmt::format("scanning {} day partition{} for every account's messages...", period_days,
+                   period_days == 1 ? "" : "s"));
   const auto& t = st.totals;
   const auto pop = tx.exec_params1(population_query(), login, since, until, t.messages, t.recipients, t.bytes,
                                    t.distinct_recipients, t.distinct_domains, t.peak_messages_per_hour);
@@ -386,8 +445,8 @@ std::optional<account_stats> compute_stats(db_session& s, const stats_request& r
       if (*fs.baseline > 0) fs.ratio = fs.value / *fs.baseline;
     }
     if (others > 0) {
-      fs.percentile = 100.0 * static_cast<double>(pop[static_cast<int>(2 + i)].as<long long>()) /
-                      static_cast<double>(others);
+      fs.percentile =
+          100.0 * static_cast<double>(pop[static_cast<int>(2 + i)].as<long long>()) / static_cast<double>(others);
     }
     const double scale = per_day(f) ? st.days : 1.0;
     const auto& med = pop[static_cast<int>(8 + i)];
@@ -410,9 +469,10 @@ void judge(account_stats& st, const thresholds& t) {
     if (fs.unusual) st.findings.push_back(finding(st, fs));
   }
   if (st.totals.refused > 0) {
-    st.findings.push_back(fmt::format("refused requests: {} (deferred, rejected or held: the account hit a limit "
-                                      "or was blocked)",
-                                      st.totals.refused));
+    st.findings.push_back(
+        fmt::format("refused requests: {} (deferred, rejected or held: the account hit a limit "
+                    "or was blocked)",
+                    st.totals.refused));
   }
   if (st.findings.empty()) st.findings.emplace_back("nothing unusual");
 }
@@ -429,8 +489,8 @@ std::string stats_json(const account_stats& st) {
   out += ",\"per_hour\":[";
   for (std::size_t i = 0; i < st.per_hour.size(); ++i) {
     const auto& b = st.per_hour[i];
-    out += fmt::format("{}{{\"hour\":{},{}}}", i == 0 ? "" : ",", json_string(format_utc(b.start)),
-                       json_traffic(b.sent));
+    out +=
+        fmt::format("{}{{\"hour\":{},{}}}", i == 0 ? "" : ",", json_string(format_utc(b.start)), json_traffic(b.sent));
   }
   out += "],\"per_day\":[";
   for (std::size_t i = 0; i < st.per_day.size(); ++i) {
@@ -454,8 +514,8 @@ std::string stats_json(const account_stats& st) {
       st.log_first_day ? json_string(format_utc_day(*st.log_first_day)) : "null",
       json_by_figure(st, [](const figure_stats& fs) { return json_opt(fs.baseline); }),
       json_by_figure(st, [](const figure_stats& fs) { return json_opt(fs.ratio); }));
-  out += fmt::format(",\"population\":{{\"accounts\":{},\"percentiles\":{},\"medians\":{},\"p95\":{}}}",
-                     st.population, json_by_figure(st, [](const figure_stats& fs) { return json_opt(fs.percentile); }),
+  out += fmt::format(",\"population\":{{\"accounts\":{},\"percentiles\":{},\"medians\":{},\"p95\":{}}}", st.population,
+                     json_by_figure(st, [](const figure_stats& fs) { return json_opt(fs.percentile); }),
                      json_by_figure(st, [](const figure_stats& fs) { return json_num(fs.population_median); }),
                      json_by_figure(st, [](const figure_stats& fs) { return json_num(fs.population_p95); }));
   out += ",\"unusual\":[";
@@ -477,17 +537,21 @@ void print_stats(std::ostream& out, const account_stats& st, std::size_t max_cli
   std::string text = fmt::format("{}: {} to {} ({})\n", printable(st.request.account), format_utc(st.request.since),
                                  format_utc(st.request.until), format_window(period_s));
   if (st.baseline_covered > 0) {
-    text += fmt::format("baseline: the {} {} periods before, from {}", st.baseline_covered, format_window(period_s),
+    text += fmt::format("baseline: {} period{} of {} before, from {}", st.baseline_covered,
+                        st.baseline_covered == 1 ? "" : "s", format_window(period_s),
                         format_utc(st.request.since - seconds{period_s * st.baseline_covered}));
-    if (st.baseline_covered < st.request.baseline_periods) text += " (the event log starts there)";
+    if (st.baseline_covered < st.request.baseline_periods && st.log_first_day) {
+      text += fmt::format(" ({} asked for; the event log starts {})", st.request.baseline_periods,
+                          format_utc_day(*st.log_first_day));
+    }
     text += "\n";
   } else if (st.request.baseline_periods > 0) {
     text += fmt::format("baseline: none (the event log does not reach back to {})\n", format_utc(st.baseline_since));
   }
   text += fmt::format("population: {} account{} sent in the period\n\n", st.population, st.population == 1 ? "" : "s");
   text += fmt::format(
-      "messages {}, recipients {}, bytes {} ({}), distinct recipients {}, distinct domains {}, "
-      "client addresses {}, refused requests {}\n\n",
+      "messages {}, recipients {}, bytes {} ({})\n"
+      "distinct recipients {}, distinct domains {}, client addresses {}, refused requests {}\n\n",
       t.messages, t.recipients, t.bytes, human_bytes(static_cast<double>(t.bytes)), t.distinct_recipients,
       t.distinct_domains, st.clients_total, t.refused);
   out << text;

@@ -117,9 +117,10 @@ struct account_stats {
 // Reads the account's statistics. nullopt when the account is unknown: no event_log row
 // ever carried that login (any state, any verdict) and it has no `account` row. Progress
 // notes ("scanning 35 day partitions ...") go to progress when given. Throws
-// std::runtime_error (pqxx errors, text on several lines) when the database fails.
-// Blocks; runs three index-driven statements on the account's rows plus two scans of the
-// period's authenticated rows for the population.
+// std::invalid_argument when until is not after since, and pqxx errors (std::exception;
+// text on several lines) when the database fails. Blocks. The account's rows (baseline and
+// period in one statement) are read through event_log_sasl_idx; the population costs two
+// scans of the period's authenticated RCPT and END-OF-MESSAGE rows.
 std::optional<account_stats> compute_stats(db_session& s, const stats_request& r,
                                            const std::function<void(std::string_view)>& progress = {});
 
