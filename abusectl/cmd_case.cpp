@@ -6,6 +6,8 @@
 // their SHA-256, their header block and what parse_message found (our submission hop's
 // queue id, authenticated sender, client address and time). When --account is not given
 // and every copy names the same authenticated sender, that is the case's account.
+#include <unistd.h>
+
 #include <charconv>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +23,7 @@
 #include "abusectl/operator.hpp"
 #include "abusectl/output.hpp"
 #include "abusectl/settings.hpp"
+#include "abusectl/stats.hpp"
 #include "abusectl/verify.hpp"
 #include "core/config.hpp"
 #include "core/db.hpp"
@@ -446,15 +449,44 @@ int case_export(const global_options& g, const std::vector<std::string>& args) {
   try {
     auto cfg = load_settings(g);
     auto s = db_connect(cfg.database, "lupine-abusectl");
-    pqxx::read_transaction tx{s->conn};
-    if (tx.exec_params("SELECT 1 FROM abuse_case WHERE id = $1", id).empty()) {
-      std::cerr << fmt::format("abusectl case export: no case {}\n", id);
-      return exit_failed;
-    }
     if (fs::exists(dir)) {
       std::cerr << fmt::format("abusectl case export: {} exists: nothing written\n", dir.string());
       return exit_failed;
     }
+    // The account's statistics from a week before the first copy (or the case) until now.
+    std::string stats = "null";
+    {
+      std::string account;
+      std::optional<long long> from;
+      {
+        pqxx::read_transaction tx{s->conn};
+        auto c = tx.exec_params(
+            "SELECT coalesce(c.account, ''), extract(epoch FROM least(c.opened_at, (SELECT min(coalesce(m.received_at,"
+            " m.imported_at)) FROM case_message m WHERE m.case_id = c.id)))::bigint FROM abuse_case c WHERE c.id = $1",
+            id);
+        if (c.empty()) {
+          std::cerr << fmt::format("abusectl case export: no case {}\n", id);
+          return exit_failed;
+        }
+        account = c[0][0].as<std::string>();
+        if (!c[0][1].is_null()) from = c[0][1].as<long long>();
+      }
+      if (!account.empty()) {
+        auto progress = [](std::string_view note) {
+          if (::isatty(STDERR_FILENO) != 0) std::cerr << note << "\n";
+        };
+        stats_request req;
+        req.account = account;
+        req.until = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+        req.since = (from ? std::chrono::system_clock::time_point{std::chrono::seconds{*from}} : req.until) -
+                    std::chrono::hours{24 * 7};
+        if (auto st = compute_stats(*s, req, progress)) {
+          stats = stats_json(*st);
+          while (!stats.empty() && stats.back() == '\n') stats.pop_back();
+        }
+      }
+    }
+    pqxx::read_transaction tx{s->conn};
     auto verdicts = verify_case(tx, id);
     std::string json = case_json(tx, id, verdicts);
     // The event-log rows of every matched transaction.
@@ -497,7 +529,8 @@ int case_export(const global_options& g, const std::vector<std::string>& args) {
     {
       std::ofstream out{dir / "case.json"};
       json.pop_back();  // the closing brace: the log rows go inside
-      out << json << ",\n \"event_log\": " << rows << ",\n \"exported_by\": " << json_string(operator_name()) << "}\n";
+      out << json << ",\n \"event_log\": " << rows << ",\n \"statistics\": " << stats
+          << ",\n \"exported_by\": " << json_string(operator_name()) << "}\n";
       if (!out) throw std::runtime_error{"cannot write " + (dir / "case.json").string()};
     }
     {

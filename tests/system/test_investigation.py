@@ -483,11 +483,7 @@ class InvestigationTest(SystemTestCase):
         self.assertEqual([rows[1][i] for i in (0, 1, 3, 4, 5, 6)],
                          [ACTOR, "case_import", str(case_id), "", "1 copy", self.files["wrong-sender.eml"]])
         self.finished("open")
-        # Bug (open): `case import N FILE` writes its audit row with login NULL although case N
-        # is about an account: case_open() (abusectl/cmd_case.cpp) only knows the account from
-        # --account or the copies, and neither applies to an import. The verify row of the same
-        # case names the account (from abuse_case); a per-account audit lookup (audit_login_idx,
-        # WHERE login = ...) misses the evidence added to the account's case.
+        # The import's audit row names the case's account, so a per-account audit lookup finds it.
         with self.subTest("the import's audit row names the case's account"):
             self.assertEqual(rows[1][2], self.spammer)
 
@@ -843,6 +839,11 @@ class InvestigationTest(SystemTestCase):
         self.assertEqual((cj["id"], cj["state"], cj["account"], cj["reporter"], cj["closed_by"]),
                          (case_id, "terminated", self.spammer, REPORTER, ACTOR))
         self.assertEqual(cj["exported_by"], ACTOR)
+        # The account's statistics are in the bundle: all of the spammer's messages, unusual.
+        st = cj["statistics"]
+        self.assertEqual(st["account"], self.spammer)
+        self.assertEqual(st["totals"]["messages"], SPAM_MESSAGES)
+        self.assertTrue(st["unusual"], st["findings"])
         copies = {(c["file"], c["part"]): c for c in cj["copies"]}
         self.assertEqual(sorted(copies), sorted(ids))
         matched = {k for k, c in copies.items() if c["matched"]}
@@ -860,15 +861,8 @@ class InvestigationTest(SystemTestCase):
         self.assertTrue(all(a["actor"] == ACTOR for a in cj["audit"]), cj["audit"])
         # The event-log rows of the matched transactions (two: two copies are of one message),
         # each RCPT and END-OF-MESSAGE once; nothing of the copies that did not match.
-        # Bugs (open), all in case_export() (abusectl/cmd_case.cpp), whose comment says "the
-        # event-log rows of every matched transaction":
-        # - it takes every verdict with an instance, matched or not: a copy whose queue id is in
-        #   the log but whose claims contradict it (here the wrong-sender copy; in general maybe
-        #   another customer's message) puts that transaction's envelopes in the bundle;
-        # - it does not skip a transaction already written: two copies of one message (two
-        #   recipients complained) write each of its rows twice;
-        # - the SELECT has no aliases, so the keys are "to_char" (for ts) and "host" (for
-        #   client_address) instead of event_log's column names.
+        # Each RCPT and END-OF-MESSAGE of a matched transaction once; nothing of copies that did
+        # not match; event_log's column names as keys.
         log = cj["event_log"]
         matched_msgs = [self.spam[3], self.spam[7]]
         for m in matched_msgs:
