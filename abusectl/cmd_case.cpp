@@ -134,20 +134,7 @@ struct parsed_args {
 };
 
 int parse(const char* name, po::options_description& desc, const std::vector<std::string>& args, parsed_args& out) {
-  po::options_description hidden;
-  hidden.add_options()("pos", po::value<std::vector<std::string>>());
-  po::positional_options_description pos;
-  pos.add("pos", -1);
-  po::options_description all;
-  all.add(desc).add(hidden);
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(pos).run(), out.vm);
-  } catch (const po::error& e) {
-    std::cerr << fmt::format("abusectl {}: {}\n", name, e.what());
-    return exit_usage;
-  }
-  if (out.vm.count("pos") != 0) out.positional = out.vm["pos"].as<std::vector<std::string>>();
-  return -1;
+  return parse_args(name, desc, args, out.vm, out.positional);
 }
 
 bool case_number(const char* name, const std::string& text, long long& id) {
@@ -173,10 +160,6 @@ int case_open(const global_options& g, const std::vector<std::string>& args, boo
   }
   parsed_args a;
   if (int rc = parse(name, desc, args, a); rc >= 0) return rc;
-  if (a.vm.count("help") != 0) {
-    std::cout << desc;
-    return exit_ok;
-  }
   long long case_id = 0;
   std::vector<std::string> files = a.positional;
   if (import) {
@@ -250,10 +233,6 @@ int case_list(const global_options& g, const std::vector<std::string>& args) {
       "account", po::value<std::string>()->value_name("LOGIN"), "cases about this account")("json", "JSON output");
   parsed_args a;
   if (int rc = parse("case list", desc, args, a); rc >= 0) return rc;
-  if (a.vm.count("help") != 0) {
-    std::cout << desc;
-    return exit_ok;
-  }
   std::optional<std::string> state;
   if (a.vm.count("state") != 0) {
     state = a.vm["state"].as<std::string>();
@@ -367,10 +346,6 @@ int case_show(const global_options& g, const std::vector<std::string>& args) {
   desc.add_options()("help,h", "show this help")("json", "JSON output");
   parsed_args a;
   if (int rc = parse("case show", desc, args, a); rc >= 0) return rc;
-  if (a.vm.count("help") != 0) {
-    std::cout << desc;
-    return exit_ok;
-  }
   long long id = 0;
   if (a.positional.size() != 1) {
     std::cerr << "abusectl case show: usage: abusectl case show N [--json]\n";
@@ -435,10 +410,6 @@ int case_export(const global_options& g, const std::vector<std::string>& args) {
                                                  "where to write (required)");
   parsed_args a;
   if (int rc = parse("case export", desc, args, a); rc >= 0) return rc;
-  if (a.vm.count("help") != 0) {
-    std::cout << desc;
-    return exit_ok;
-  }
   long long id = 0;
   if (a.positional.size() != 1 || a.vm.count("out") == 0) {
     std::cerr << "abusectl case export: usage: abusectl case export N --out DIR\n";
@@ -580,10 +551,6 @@ int cmd_verify(const global_options& g, const std::vector<std::string>& args) {
   desc.add_options()("help,h", "show this help")("json", "JSON output");
   parsed_args a;
   if (int rc = parse("verify", desc, args, a); rc >= 0) return rc;
-  if (a.vm.count("help") != 0) {
-    std::cout << desc;
-    return exit_ok;
-  }
   long long id = 0;
   if (a.positional.size() != 1) {
     std::cerr << "abusectl verify: usage: abusectl verify N [--json]\n";

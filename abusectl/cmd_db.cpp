@@ -17,24 +17,10 @@ int cmd_db(const global_options& g, const std::vector<std::string>& args) {
       "  migrate  apply every migration newer than the database's schema version\n"
       "  status   print the schema version and pending migrations\n\nOptions"};
   desc.add_options()("help,h", "show this help")("json", "machine-readable output");
-  po::options_description hidden;
-  hidden.add_options()("action", po::value<std::string>());
-  po::positional_options_description pos;
-  pos.add("action", 1);
-  po::options_description all;
-  all.add(desc).add(hidden);
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  } catch (const po::error& e) {
-    std::cerr << "abusectl db: " << e.what() << "\n";
-    return exit_usage;
-  }
-  if (vm.count("help") != 0) {
-    std::cout << desc;
-    return exit_ok;
-  }
-  std::string action = vm.count("action") != 0 ? vm["action"].as<std::string>() : "";
+  std::vector<std::string> words;
+  if (int rc = parse_args("db", desc, args, vm, words); rc >= 0) return rc;
+  std::string action = words.size() == 1 ? words.front() : std::string{};
   if (action != "migrate" && action != "status") {
     std::cerr << "abusectl db: expected migrate or status\n" << desc;
     return exit_usage;

@@ -291,26 +291,12 @@ int parse_and_run(move m, const global_options& g, const std::vector<std::string
   if (m == move::terminate) {
     desc.add_options()("yes,y", "do not ask for confirmation")("force", "terminate a case that was never restricted");
   }
-  po::options_description hidden;
-  hidden.add_options()("account", po::value<std::vector<std::string>>());
-  po::positional_options_description pos;
-  pos.add("account", -1);
-  po::options_description all;
-  all.add(desc).add(hidden);
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  } catch (const po::error& e) {
-    std::cerr << fmt::format("abusectl {}: {}\n", name, e.what());
-    return exit_usage;
-  }
-  if (vm.count("help") != 0) {
-    std::cout << desc;
-    return exit_ok;
-  }
+  std::vector<std::string> words;
+  if (int rc = parse_args(name, desc, args, vm, words); rc >= 0) return rc;
   request r;
   r.m = m;
-  auto accounts = vm.count("account") != 0 ? vm["account"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  const auto& accounts = words;
   if (accounts.size() != 1 || accounts.front().empty()) {
     std::cerr << fmt::format("abusectl {}: give exactly one ACCOUNT ({})\n", name, usage);
     return exit_usage;

@@ -73,24 +73,10 @@ int cmd_stats(const global_options& g, const std::vector<std::string>& args) {
       "baseline", po::value<std::string>()->value_name("N"),
       "baseline periods before --since, 0..52 (default 4; 0: none)")("json", "machine-readable output (one object)")(
       "chart", "print the hourly chart even when stdout is not a terminal")("no-chart", "never print the chart");
-  po::options_description hidden;
-  hidden.add_options()("account", po::value<std::string>());
-  po::positional_options_description pos;
-  pos.add("account", 1);
-  po::options_description all;
-  all.add(desc).add(hidden);
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  } catch (const po::error& e) {
-    std::cerr << prefix << e.what() << "\n";
-    return exit_usage;
-  }
-  if (vm.count("help") != 0) {
-    std::cout << desc;
-    return exit_ok;
-  }
-  const std::string account = vm.count("account") != 0 ? vm["account"].as<std::string>() : "";
+  std::vector<std::string> words;
+  if (int rc = parse_args("stats", desc, args, vm, words); rc >= 0) return rc;
+  const std::string account = words.size() == 1 ? words.front() : std::string{};
   if (account.empty()) {
     std::cerr << prefix << "usage: abusectl stats ACCOUNT [--since WHEN] [--until WHEN] [--json]\n";
     return exit_usage;

@@ -129,25 +129,12 @@ int cmd_webmail(const global_options& g, const std::vector<std::string>& args) {
       "Changes are audited (action webmail, the comment as reason).\n\nOptions"};
   desc.add_options()("help,h", "show this help")("json", "list: machine-readable output (a JSON array)")(
       "comment", po::value<std::string>()->value_name("TEXT"), "add, remove: the reason (stored, and audited)");
-  po::options_description hidden;
-  hidden.add_options()("action", po::value<std::string>())("args", po::value<std::vector<std::string>>());
-  po::positional_options_description pos;
-  pos.add("action", 1).add("args", -1);
-  po::options_description all;
-  all.add(desc).add(hidden);
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  } catch (const po::error& e) {
-    std::cerr << "abusectl webmail: " << e.what() << "\n";
-    return exit_usage;
-  }
-  if (vm.count("help") != 0) {
-    std::cout << desc;
-    return exit_ok;
-  }
-  auto action = vm.count("action") != 0 ? vm["action"].as<std::string>() : "";
-  auto rest = vm.count("args") != 0 ? vm["args"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  std::vector<std::string> words;
+  if (int rc = parse_args("webmail", desc, args, vm, words); rc >= 0) return rc;
+  std::string action = words.empty() ? std::string{} : words.front();
+  std::vector<std::string> rest;
+  if (!words.empty()) rest.assign(words.begin() + 1, words.end());
   bool json = vm.count("json") != 0;
   std::string comment = vm.count("comment") != 0 ? vm["comment"].as<std::string>() : "";
   if (action == "list") {

@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <stdexcept>
 
 #include <boost/program_options.hpp>
@@ -23,6 +24,30 @@ const std::vector<command>& commands() {
       {"restore", "restore an account (not confirmed) and close the case", cmd_restore},
   };
   return table;
+}
+
+int parse_args(const std::string& name, const boost::program_options::options_description& desc,
+               const std::vector<std::string>& args, boost::program_options::variables_map& vm,
+               std::vector<std::string>& words) {
+  namespace po = boost::program_options;
+  po::options_description hidden;
+  hidden.add_options()("lupine-words", po::value<std::vector<std::string>>());
+  po::positional_options_description pos;
+  pos.add("lupine-words", -1);
+  po::options_description all;
+  all.add(desc).add(hidden);
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+  } catch (const po::error& e) {
+    std::cerr << "abusectl " << name << ": " << e.what() << "\n";
+    return exit_usage;
+  }
+  if (vm.count("help") != 0) {
+    std::cout << desc;
+    return exit_ok;
+  }
+  if (vm.count("lupine-words") != 0) words = vm["lupine-words"].as<std::vector<std::string>>();
+  return -1;
 }
 
 std::string resolve_database(const global_options& g) {

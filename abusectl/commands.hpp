@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/program_options.hpp>
+
 namespace lupine::abusectl {
 
 struct global_options {
@@ -35,6 +37,13 @@ int cmd_restore(const global_options& g, const std::vector<std::string>& args);
 constexpr int exit_ok = 0;
 constexpr int exit_failed = 1;
 constexpr int exit_usage = 2;
+
+// Parses a command's arguments: desc's options, every other word into words (in order).
+// Returns -1 to go on, or the exit code to return: exit_usage after printing
+// "abusectl NAME: problem" to stderr, or exit_ok after printing desc for --help.
+int parse_args(const std::string& name, const boost::program_options::options_description& desc,
+               const std::vector<std::string>& args, boost::program_options::variables_map& vm,
+               std::vector<std::string>& words);
 
 // The DSN from -d, LUPINE_DATABASE or the config file; throws std::runtime_error if none.
 std::string resolve_database(const global_options& g);
