@@ -152,7 +152,7 @@ int case_open(const global_options& g, const std::vector<std::string>& args, boo
                                       : "Usage: abusectl case open --reporter WHO [--account LOGIN] [--summary TEXT] "
                                         "[FILE...]\n\nRecord a complaint and import its spam copies (.eml files, or a "
                                         "mail with\nmessage/rfc822 attachments).\n\nOptions"};
-  desc.add_options()("help,h", "show this help");
+  desc.add_options()("help,h", "show this help")("json", "print the outcome as one JSON object");
   if (!import) {
     desc.add_options()("reporter", po::value<std::string>()->value_name("WHO"), "who complained (required)")(
         "account", po::value<std::string>()->value_name("LOGIN"), "the account named (default: from the copies)")(
@@ -213,6 +213,21 @@ int case_open(const global_options& g, const std::vector<std::string>& args, boo
         fmt::format("{} cop{}", copies.size(), copies.size() == 1 ? "y" : "ies"),
         import ? join(files, " ") : a.vm["reporter"].as<std::string>());
     tx.commit();
+    if (a.vm.count("json") != 0) {
+      std::string list;
+      for (const auto& c : copies) {
+        std::string notes;
+        for (const auto& n : c.parsed.notes) notes += (notes.empty() ? "" : ", ") + json_string(n);
+        list += fmt::format(
+            "{}{{\"file\": {}, \"part\": {}, \"our_hop\": {}, \"queue_id\": {}, \"sasl_user\": {}, "
+            "\"client_ip\": {}, \"notes\": [{}]}}",
+            list.empty() ? "" : ", ", json_string(c.file), c.part, c.parsed.has_our_hop ? "true" : "false",
+            json_string(c.parsed.queue_id), json_string(c.parsed.sasl_user), json_string(c.parsed.client_ip), notes);
+      }
+      std::cout << fmt::format("{{\"case\": {}, \"account\": {}, \"copies\": [{}]}}\n", case_id,
+                               account.empty() ? std::string{"null"} : json_string(account), list);
+      return exit_ok;
+    }
     std::cout << fmt::format("case {}{}: {} cop{} imported{}\n", case_id, import ? "" : " opened", copies.size(),
                              copies.size() == 1 ? "y" : "ies",
                              found_account     ? fmt::format("; account {} (from the copies)", account)

@@ -446,3 +446,25 @@ class AccountsTest(CliTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class CaseOpenJsonTest(CliTestCase):
+    """`case open --json` for scripts: the case number and what each copy's headers say."""
+
+    def test_case_open_json(self):
+        conf = os.path.join(self.tmpdir, "abusectl.conf")
+        with open(conf, "w") as f:
+            f.write("database = %s\n[abusectl]\nour_hosts = smtp.ourmail.example\n" % self.dsn)
+        samples = os.path.join(os.path.dirname(__file__), "..", "data", "eml")
+        p = run_abusectl(["-c", conf, "case", "open", "--json", "--reporter", "abuse@example.com",
+                          os.path.join(samples, "spam_plain.eml"), os.path.join(samples, "spam_forged.eml")],
+                         env={"SUDO_USER": ACTOR})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = json.loads(p.stdout)
+        self.assertEqual(out["case"], int(query_value(self.dsn, "SELECT max(id) FROM abuse_case")))
+        self.assertEqual(out["account"], "bob@example.org")
+        plain, forged = out["copies"]
+        self.assertEqual((plain["file"], plain["our_hop"], plain["queue_id"], plain["client_ip"]),
+                         ("spam_plain.eml", True, "4XABCDEF12", "198.51.100.7"))
+        self.assertFalse(forged["our_hop"])
+        self.assertTrue(any("forged" in n for n in forged["notes"]), forged["notes"])
