@@ -13,6 +13,7 @@ if ! grep -Eq '^[[:space:]]*database[[:space:]]*=[[:space:]]*[^[:space:]]' "$con
   dsn="$("$here/scripts/pg_up.sh" "$here/var/pg" lupine)"
   trap '"$here/scripts/pg_up.sh" --stop "$here/var/pg"' EXIT
   echo "run: private PostgreSQL at $here/var/pg ($dsn)" >&2
+  echo "run: abusectl uses it with: export LUPINE_DATABASE='$dsn'" >&2
   args+=(-o "database=$dsn")
 fi
 cd "$here"
