@@ -1,5 +1,6 @@
 // The subcommand table and the shared database lookup.
 #include "abusectl/commands.hpp"
+#include "core/config.hpp"
 
 #include <cstdlib>
 #include <fstream>
@@ -39,7 +40,7 @@ int parse_args(const std::string& name, const boost::program_options::options_de
   try {
     po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
   } catch (const po::error& e) {
-    std::cerr << "abusectl " << name << ": " << e.what() << "\n";
+    std::cerr << "abusectl " << name << ": " << po_error_text(e) << "\n";
     return exit_usage;
   }
   if (vm.count("help") != 0) {

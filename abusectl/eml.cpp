@@ -830,7 +830,8 @@ std::vector<rtoken> received_tokens(std::string_view s, bool& unbalanced) {
 }
 
 bool valid_ip(std::string_view text) {
-  if (text.empty() || text.size() > 64) return false;
+  // inet_pton stops at a NUL: "198.51.100.7\0junk" must not pass as an address.
+  if (text.empty() || text.size() > 64 || text.find('\0') != std::string_view::npos) return false;
   std::string z{text};
   std::array<unsigned char, 16> buf{};
   return ::inet_pton(AF_INET, z.c_str(), buf.data()) == 1 || ::inet_pton(AF_INET6, z.c_str(), buf.data()) == 1;

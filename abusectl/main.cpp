@@ -6,6 +6,7 @@
 #include <boost/program_options.hpp>
 
 #include "abusectl/commands.hpp"
+#include "core/config.hpp"
 
 namespace po = boost::program_options;
 using namespace lupine::abusectl;
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
     po::notify(vm);
     rest = po::collect_unrecognized(parsed.options, po::include_positional);
   } catch (const po::error& e) {
-    std::cerr << "abusectl: " << e.what() << "\n";
+    std::cerr << "abusectl: " << lupine::po_error_text(e) << "\n";
     return exit_usage;
   }
   if (vm.count("command") == 0) {

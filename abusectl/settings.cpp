@@ -7,6 +7,8 @@
 
 #include <boost/program_options.hpp>
 
+#include "core/config.hpp"
+
 namespace lupine::abusectl {
 
 namespace {
@@ -46,7 +48,7 @@ settings load_settings(const global_options& g) {
       // The file is policyd's too: its keys are not ours to judge.
       po::store(po::parse_config_file(in, d, true), vm);
     } catch (const po::error& e) {
-      throw std::runtime_error{file + ": " + e.what()};
+      throw std::runtime_error{file + ": " + po_error_text(e)};
     }
     if (vm.count("abusectl.our_hosts") != 0) {
       s.our_hosts = split_words(vm["abusectl.our_hosts"].as<std::vector<std::string>>());

@@ -153,6 +153,17 @@ raw_options parse_overrides(const std::vector<std::string>& overrides, const std
   return out;
 }
 
+std::string po_error_text(const std::exception& e) {
+  if (const auto* syntax = dynamic_cast<const po::invalid_config_file_syntax*>(&e)) {
+    return fmt::format("invalid line '{}'", printable(syntax->tokens()));
+  }
+  if (const auto* named = dynamic_cast<const po::error_with_option_name*>(&e)) {
+    auto name = named->get_option_name();
+    if (name.find('%') != std::string::npos) return fmt::format("bad option '{}'", printable(name));
+  }
+  return e.what();
+}
+
 raw_options read_config_file(const std::string& path, const std::vector<std::string>& known_keys,
                              const std::vector<std::string>& foreign_prefixes) {
   std::ifstream in{path};
@@ -174,7 +185,7 @@ raw_options read_config_file(const std::string& path, const std::vector<std::str
       for (const auto& v : opt.value) out[opt.string_key].push_back(v);
     }
   } catch (const po::error& e) {
-    throw config_error{fmt::format("{}: {}", path, e.what())};
+    throw config_error{fmt::format("{}: {}", path, po_error_text(e))};
   }
   return out;
 }

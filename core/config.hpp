@@ -63,6 +63,11 @@ using raw_options = std::map<std::string, std::vector<std::string>>;
 // Parses `-o key=value` strings; unknown keys or a missing `=` are errors.
 raw_options parse_overrides(const std::vector<std::string>& overrides, const std::vector<std::string>& known_keys);
 // Reads a config file; unknown keys are errors naming the file and the key.
+// The text of a Boost.Program_options error, safe to build: Boost 1.81's what() loops for
+// ever when an option name or line contains one of its own placeholders (%canonical_option%,
+// %invalid_line%), so those are reported without what().
+std::string po_error_text(const std::exception& e);
+
 // Keys starting with one of foreign_prefixes belong to another program sharing the file
 // (policyd skips abusectl's [abusectl] section) and are left out; any other unknown key is
 // an error.

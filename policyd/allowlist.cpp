@@ -24,6 +24,8 @@ bool is_regex(std::string_view e) {
 }
 
 std::string compile(std::string_view e, std::vector<std::pair<std::string, std::regex>>& out) {
+  // libstdc++ compiles a regex recursively: a long one could overflow the stack.
+  if (e.size() > max_regex_bytes + 2) return fmt::format("regular expression longer than {} bytes", max_regex_bytes);
   try {
     out.emplace_back(std::string{e},
                      std::regex{std::string{e.substr(1, e.size() - 2)},

@@ -19,6 +19,10 @@
 
 namespace lupine::policyd {
 
+// The longest regular expression accepted (allow-list /regex/ entries, rdns.dynamic_patterns):
+// libstdc++ compiles one recursively, one stack frame per nesting level.
+constexpr std::size_t max_regex_bytes = 1000;
+
 class policy_request;
 
 class address_list {

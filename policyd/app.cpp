@@ -51,7 +51,7 @@ int app_main(int argc, char** argv) {
   try {
     return run_app(argc, argv);
   } catch (const std::exception& e) {
-    std::cerr << "policyd: " << e.what() << "\n";
+    std::cerr << "policyd: " << po_error_text(e) << "\n";
     return 1;
   }
 }
@@ -78,7 +78,7 @@ int run_app(int argc, char** argv) {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    std::cerr << "policyd: " << e.what() << "\n"
+    std::cerr << "policyd: " << po_error_text(e) << "\n"
               << "Try 'policyd --help'.\n";
     return ex_usage;
   }
@@ -161,7 +161,7 @@ int run_app(int argc, char** argv) {
     // Before the first request: a terminated account is refused from the start.
     accounts = load_directory(*s);
   } catch (const std::exception& e) {
-    std::cerr << "policyd: " << e.what() << "\n";
+    std::cerr << "policyd: " << po_error_text(e) << "\n";
     return 1;
   }
 
@@ -179,7 +179,7 @@ int run_app(int argc, char** argv) {
   try {
     srv.bind();
   } catch (const config_error& e) {
-    std::cerr << "policyd: " << e.what() << "\n";
+    std::cerr << "policyd: " << po_error_text(e) << "\n";
     return ex_config;
   }
   int rc = 0;

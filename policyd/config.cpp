@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "policyd/allowlist.hpp"
 #include "policyd/net.hpp"
 
 namespace lupine::policyd {
@@ -430,6 +431,11 @@ std::vector<spec> make_table() {
              continue;
            }
            if (item.empty()) continue;
+           // libstdc++ compiles a regex recursively, one frame per nesting level: a long one
+           // could overflow the stack.
+           if (item.size() > max_regex_bytes) {
+             return fmt::format("regular expression longer than {} bytes", max_regex_bytes);
+           }
            try {
              std::regex re{item, std::regex::ECMAScript | std::regex::icase | std::regex_constants::__polynomial};
            } catch (const std::regex_error& e) {

@@ -94,7 +94,8 @@ std::string parse_limit(std::string_view text, measure m, send_limit& out) {
     if (scale != 1) max_text.remove_suffix(1);
   }
   auto n = parse_uint(max_text);
-  if (!n || *n > (1ULL << 50)) return fmt::format("max {}: expected a number (or none)", text.substr(0, slash));
+  if (!n || *n > (1ULL << 50) / static_cast<std::uint64_t>(scale))
+    return fmt::format("max {}: expected a number (or none)", text.substr(0, slash));
   out.max = static_cast<std::int64_t>(*n) * scale;
   return {};
 }

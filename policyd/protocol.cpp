@@ -48,7 +48,11 @@ parse_result parse_request(std::string_view buf, const protocol_limits& limits, 
     if (nl == std::string_view::npos) {
       // Incomplete line: enforce the limits on what has arrived so far.
       if (std::memchr(buf.data() + pos, '\0', buf.size() - pos) != nullptr) return fail(protocol_error::nul_byte);
-      if (buf.size() - pos > limits.max_line_bytes) return fail(protocol_error::line_too_long);
+      // A CR at the end may be the first half of a CRLF whose LF is still on its way: the
+      // verdict must not depend on where the reads split the stream.
+      std::size_t partial = buf.size() - pos;
+      if (partial > 0 && buf.back() == '\r') --partial;
+      if (partial > limits.max_line_bytes) return fail(protocol_error::line_too_long);
       if (buf.size() > limits.max_request_bytes) return fail(protocol_error::request_too_large);
       req.clear();
       return r;

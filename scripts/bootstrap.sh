@@ -7,7 +7,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 packages=(g++ cmake make pkg-config python3 clang-format nsd dnsmasq-base
   libboost1.81-dev libboost-program-options1.81-dev
   libpqxx-dev libc-ares-dev libcurl4-openssl-dev libfmt-dev doctest-dev
-  postgresql postgresql-client)
+  postgresql postgresql-client clang-14 libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -27,3 +27,7 @@ export LUPINE_TEST_DSN="$(LUPINE_PG_FSYNC=off "$here/scripts/pg_up.sh" "$pgdir" 
 echo "test: throwaway PostgreSQL at $pgdir" >&2
 cd "$LUPINE_BUILD_DIR"
 ctest --output-on-failure -j2 "$@"
+# CI also fuzzes the hostile-input parsers briefly, in build-fuzz/ with clang (docs/operations.md).
+if [[ "${CI:-}" == "true" ]]; then
+  "$here/scripts/fuzz.sh" 10
+fi
