@@ -294,6 +294,19 @@ TEST_SUITE("config") {
     CHECK(what.find("abusectl.smtp_url") != std::string::npos);
   }
 
+  TEST_CASE("a config line holding a Boost placeholder is an error and not a hang") {
+    // Regression (fuzz/regressions/fuzz_config): Boost 1.81's what() looped for ever.
+    temp_dir dir;
+    auto path = dir.write("placeholder.conf", "delay = 60s\n%invalid_line% = = x\n[%canonical_option%\n");
+    std::string what;
+    try {
+      lupine::read_config_file(path, toy_keys);
+    } catch (const config_error& e) {
+      what = e.what();
+    }
+    CHECK(what.find(path) != std::string::npos);
+  }
+
   TEST_CASE("a missing config file is an error naming the file") {
     temp_dir dir;
     auto path = (dir.path / "absent.conf").string();

@@ -79,6 +79,9 @@ TEST_SUITE("limits") {
     CHECK(!parse_limit("200/8d", measure::messages, l).empty());   // beyond 7 days
     CHECK(!parse_limit("-1/1h", measure::messages, l).empty());
     CHECK(!parse_limit("x/1h", measure::messages, l).empty());
+    // Regression (fuzz/regressions/fuzz_dnsbl): a huge max times the suffix overflowed.
+    CHECK(!parse_limit("2000000000000G/1h", measure::bytes, l).empty());
+    CHECK(parse_limit("1048576G/1h", measure::bytes, l).empty());
   }
 
   TEST_CASE("limits read as a person would say them") {
@@ -237,6 +240,12 @@ TEST_SUITE("limits config") {
     CHECK(show_limits(cfg.limits_defaults) ==
           "messages=3/1h recipients=300/1h recipients=2000/24h distinct_recipients=200/1h "
           "distinct_recipients=1000/24h distinct_domains=100/1h distinct_domains=300/24h");
+  }
+
+  TEST_CASE("an overlong regular expression is refused before libstdc++ compiles it") {
+    // Regression (fuzz/regressions/fuzz_config): deep nesting overflowed the stack.
+    std::string deep = std::string(600, '(') + "a" + std::string(600, ')');
+    CHECK(load_error({{"rdns.dynamic_patterns", {deep}}}).find("rdns.dynamic_patterns") != std::string::npos);
   }
 
   TEST_CASE("bad limit, rate and threshold values name their key") {

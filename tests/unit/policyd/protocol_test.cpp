@@ -87,6 +87,25 @@ TEST_SUITE("protocol") {
     CHECK(req.attributes().size() == 2);
   }
 
+  TEST_CASE("a line of exactly the limit is accepted wherever the reads split its CRLF") {
+    // Regression (fuzz/regressions/fuzz_protocol): a read ending between the CR and the LF
+    // used to count the CR and close the connection as line_too_long.
+    protocol_limits lim;
+    lim.max_line_bytes = 64;
+    std::string line = "sender=" + std::string(64 - 7, 'a');
+    std::string whole = "request=smtpd_access_policy\r\n" + line + "\r\n\r\n";
+    for (std::size_t cut = 1; cut < whole.size(); ++cut) {
+      policy_request req;
+      auto first = parse_request(std::string_view{whole}.substr(0, cut), lim, req);
+      REQUIRE_MESSAGE(first.state == status::need_more, "cut at ", cut, ": got ", show(first.state), " (",
+                      show(first.error), ")");
+    }
+    policy_request req;
+    CHECK(parse_request(whole, lim, req).state == status::complete);
+    std::string longer = "request=smtpd_access_policy\r\n" + line + "a\r";
+    CHECK(parse_request(longer, lim, req).state == status::error);
+  }
+
   TEST_CASE("asks for more input until the empty line arrives, consuming nothing") {
     struct tc {
       const char* label;
