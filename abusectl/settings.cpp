@@ -11,27 +11,6 @@
 
 namespace lupine::abusectl {
 
-namespace {
-
-std::vector<std::string> split_words(const std::vector<std::string>& values) {
-  std::vector<std::string> out;
-  for (const auto& v : values) {
-    std::string cur;
-    for (char c : v) {
-      if (c == ',' || c == ' ' || c == '\t') {
-        if (!cur.empty()) out.push_back(cur);
-        cur.clear();
-      } else {
-        cur.push_back(c);
-      }
-    }
-    if (!cur.empty()) out.push_back(cur);
-  }
-  return out;
-}
-
-}  // namespace
-
 settings load_settings(const global_options& g) {
   settings s;
   std::string file = g.config_file.empty() ? "/etc/lupine/policyd.conf" : g.config_file;
@@ -51,7 +30,7 @@ settings load_settings(const global_options& g) {
       throw std::runtime_error{file + ": " + po_error_text(e)};
     }
     if (vm.count("abusectl.our_hosts") != 0) {
-      s.our_hosts = split_words(vm["abusectl.our_hosts"].as<std::vector<std::string>>());
+      s.our_hosts = split_list(vm["abusectl.our_hosts"].as<std::vector<std::string>>());
     }
     if (vm.count("abusectl.smtp_url") != 0) s.smtp_url = vm["abusectl.smtp_url"].as<std::string>();
     if (vm.count("abusectl.notify_from") != 0) s.notify_from = vm["abusectl.notify_from"].as<std::string>();

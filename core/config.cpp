@@ -153,6 +153,23 @@ raw_options parse_overrides(const std::vector<std::string>& overrides, const std
   return out;
 }
 
+std::vector<std::string> split_list(const std::vector<std::string>& in) {
+  std::vector<std::string> out;
+  for (const auto& v : in) {
+    std::string cur;
+    for (char c : v) {
+      if (c == ',' || c == ' ' || c == '\t') {
+        if (!cur.empty()) out.push_back(cur);
+        cur.clear();
+      } else {
+        cur.push_back(c);
+      }
+    }
+    if (!cur.empty()) out.push_back(cur);
+  }
+  return out;
+}
+
 std::string po_error_text(const std::exception& e) {
   if (const auto* syntax = dynamic_cast<const po::invalid_config_file_syntax*>(&e)) {
     return fmt::format("invalid line '{}'", printable(syntax->tokens()));

@@ -63,6 +63,10 @@ using raw_options = std::map<std::string, std::vector<std::string>>;
 // Parses `-o key=value` strings; unknown keys or a missing `=` are errors.
 raw_options parse_overrides(const std::vector<std::string>& overrides, const std::vector<std::string>& known_keys);
 // Reads a config file; unknown keys are errors naming the file and the key.
+// Splits multi-valued settings on commas and blanks too ("listen = inet:a:1, unix:/x"),
+// dropping empty items.
+std::vector<std::string> split_list(const std::vector<std::string>& in);
+
 // The text of a Boost.Program_options error, safe to build: Boost 1.81's what() loops for
 // ever when an option name or line contains one of its own placeholders (%canonical_option%,
 // %invalid_line%), so those are reported without what().

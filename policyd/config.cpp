@@ -32,24 +32,6 @@ std::string hostname() {
   return buf;
 }
 
-// Splits multi values on commas and spaces too ("listen = inet:a:1, unix:/x").
-values split_list(const values& in) {
-  values out;
-  for (const auto& v : in) {
-    std::string cur;
-    for (char c : v) {
-      if (c == ',' || c == ' ' || c == '\t') {
-        if (!cur.empty()) out.push_back(cur);
-        cur.clear();
-      } else {
-        cur.push_back(c);
-      }
-    }
-    if (!cur.empty()) out.push_back(cur);
-  }
-  return out;
-}
-
 spec dur(std::string key, std::string def, std::string help, milliseconds cfg::*m, milliseconds min, milliseconds max) {
   return {std::move(key),  std::move(def),
           std::move(help), false,
