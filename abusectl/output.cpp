@@ -130,11 +130,7 @@ std::string one_line(std::string_view s) {
 }
 
 std::string format_window(long long seconds) {
-  // The same rule as policyd/limits.cpp's replies ("500 recipients per 24h").
-  if (seconds % 86400 == 0 && seconds / 86400 >= 2) return fmt::format("{}d", seconds / 86400);
-  if (seconds % 3600 == 0) return fmt::format("{}h", seconds / 3600);
-  if (seconds % 60 == 0) return fmt::format("{}min", seconds / 60);
-  return fmt::format("{}s", seconds);
+  return lupine::format_window(std::chrono::seconds{seconds});
 }
 
 }  // namespace lupine::abusectl

@@ -49,7 +49,7 @@ std::string json_string(std::string_view s);
 // dropped.
 std::string one_line(std::string_view s);
 
-// A window in seconds as policyd writes it: "7d" (whole days, from 2 days), "24h", "10min",
+// A window in seconds as policyd writes it (lupine::format_window): "7d", "24h", "10min",
 // "90s". parse_window() in cmd_limits.cpp reads all of these back.
 std::string format_window(long long seconds);
 

@@ -153,6 +153,14 @@ raw_options parse_overrides(const std::vector<std::string>& overrides, const std
   return out;
 }
 
+std::string format_window(std::chrono::seconds w) {
+  auto s = w.count();
+  if (s % 86400 == 0 && s / 86400 >= 2) return fmt::format("{}d", s / 86400);
+  if (s % 3600 == 0) return fmt::format("{}h", s / 3600);
+  if (s % 60 == 0) return fmt::format("{}min", s / 60);
+  return fmt::format("{}s", s);
+}
+
 std::vector<std::string> split_list(const std::vector<std::string>& in) {
   std::vector<std::string> out;
   for (const auto& v : in) {

@@ -63,6 +63,10 @@ using raw_options = std::map<std::string, std::vector<std::string>>;
 // Parses `-o key=value` strings; unknown keys or a missing `=` are errors.
 raw_options parse_overrides(const std::vector<std::string>& overrides, const std::vector<std::string>& known_keys);
 // Reads a config file; unknown keys are errors naming the file and the key.
+// A window as policyd's replies and abusectl's listings show it: "2d" (whole days, from two
+// days), "24h", "10min", "90s".
+std::string format_window(std::chrono::seconds w);
+
 // Splits multi-valued settings on commas and blanks too ("listen = inet:a:1, unix:/x"),
 // dropping empty items.
 std::vector<std::string> split_list(const std::vector<std::string>& in);

@@ -36,14 +36,6 @@ std::optional<measure> parse_measure(std::string_view s) {
   return std::nullopt;
 }
 
-std::string format_window(std::chrono::seconds w) {
-  auto s = w.count();
-  if (s % 86400 == 0 && s / 86400 >= 2) return fmt::format("{}d", s / 86400);
-  if (s % 3600 == 0) return fmt::format("{}h", s / 3600);
-  if (s % 60 == 0) return fmt::format("{}min", s / 60);
-  return fmt::format("{}s", s);
-}
-
 std::string describe_limit(measure m, std::int64_t max, std::chrono::seconds window) {
   std::string what;
   switch (m) {

@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/config.hpp"
 #include "policyd/greylist.hpp"
 
 namespace lupine::policyd {
@@ -39,8 +40,8 @@ struct send_limit {
 
 // "200/1h", "1G/24h" (K, M, G: 1024-based; bytes only), "none/1h". Returns an error text or "".
 std::string parse_limit(std::string_view text, measure m, send_limit& out);
-// "1h", "24h", "10min": how windows are shown.
-std::string format_window(std::chrono::seconds w);
+// "1h", "24h", "10min": how windows are shown (core/config.hpp).
+using lupine::format_window;
 
 // Overrides by subject: account login, or domain. A later entry for the same (measure,
 // window) replaces an earlier one.
