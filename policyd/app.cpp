@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <future>
 #include <iostream>
+#include <optional>
 
 #include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
@@ -168,7 +169,14 @@ int run_app(int argc, char** argv) {
   boost::asio::io_context io{1};
   db_pool db{db_options{cfg.database, cfg.db_threads, cfg.db_max_inflight, cfg.db_statement_timeout,
                         std::chrono::milliseconds{1000}, "lupine-policyd", true}};
-  server srv{io, cfg, db};
+  std::optional<server> srv_holder;
+  try {
+    srv_holder.emplace(io, cfg, db);
+  } catch (const std::runtime_error& e) {
+    std::cerr << "policyd: event_log.spill_dir: " << e.what() << "\n";
+    return ex_config;
+  }
+  server& srv = *srv_holder;
   std::vector<std::string> problems;
   auto lists = build_allowlist(cfg, db_rows, problems);
   for (const auto& p : problems) log(log_level::warning, "allowlist_entry_skipped", "{}", kv("problem", p));

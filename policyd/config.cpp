@@ -290,8 +290,23 @@ std::vector<spec> make_table() {
   t.push_back(num("event_log.flush_rows", "1000", "Write as soon as this many rows are buffered.",
                   &cfg::event_log_flush_rows, 1, 1000000));
   t.push_back(num("event_log.max_buffer_rows", "200000",
-                  "Rows kept in memory while the database is away; the oldest beyond it are dropped and counted.",
+                  "Rows kept in memory while the database is away; beyond it the oldest half go to the spill "
+                  "directory (or, without one, are dropped and counted).",
                   &cfg::event_log_max_buffer_rows, 100, 100000000));
+  t.push_back({"event_log.spill_dir", "/var/lib/lupine/spill",
+               "Local directory (created 0700, owned by server.user) for event-log rows the database cannot take "
+               "yet; replayed in order, exactly once, when it returns. Empty: no spilling.",
+               false, false, [](cfg& c, const values& v) {
+                 c.event_log_spill_dir = one(v);
+                 return std::string{};
+               }});
+  t.push_back(num("event_log.spill_max_mb", "1024",
+                  "Disk space the spill directory may use at most, in MiB; beyond it rows are dropped and counted.",
+                  &cfg::event_log_spill_max_mb, 1, 1000000));
+  t.push_back(dur("event_log.spill_after", "10s",
+                  "While the database is away, rows in memory go to disk this often (bounds what a crash or kill -9 "
+                  "can lose).",
+                  &cfg::event_log_spill_after, milliseconds{100}, hours{1}));
   t.push_back(dur("event_log.retention", "180d", "Day partitions older than this are dropped.",
                   &cfg::event_log_retention, hours{24}, hours{24 * 3650}));
   t.push_back({"dns.servers", "",

@@ -73,6 +73,9 @@ struct policyd_config {
   milliseconds event_log_flush_interval{1000};
   unsigned event_log_flush_rows = 1000;
   unsigned event_log_max_buffer_rows = 200000;
+  std::string event_log_spill_dir = "/var/lib/lupine/spill";
+  unsigned event_log_spill_max_mb = 1024;
+  milliseconds event_log_spill_after{10000};
   milliseconds event_log_retention{std::chrono::hours{24 * 180}};
 
   std::vector<std::string> dns_servers;

@@ -5,8 +5,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 
 #include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
@@ -100,6 +102,20 @@ dns_options resolver_options(const policyd_config& c) {
   return o;
 }
 
+event_log_options event_log_settings(const policyd_config& c) {
+  event_log_options o;
+  o.flush_interval = c.event_log_flush_interval;
+  o.flush_rows = c.event_log_flush_rows;
+  o.max_buffer_rows = c.event_log_max_buffer_rows;
+  if (c.event_log_enable) o.spill_dir = c.event_log_spill_dir;
+  o.spill_max_bytes = std::uintmax_t{c.event_log_spill_max_mb} << 20;
+  o.spill_after = c.event_log_spill_after;
+  o.instance = c.name;
+  std::replace_if(
+      o.instance.begin(), o.instance.end(), [](char ch) { return ch == ' ' || ch == '/'; }, '_');
+  return o;
+}
+
 // One connection's bookkeeping, visible to the server for draining.
 struct conn_state {
   std::function<void()> close;  // closes the socket (loop thread)
@@ -114,9 +130,7 @@ struct server::impl {
         cfg{cfg_},
         db{db_},
         owner{owner_},
-        elog{io_.get_executor(), db_,
-             event_log_options{cfg_.event_log_flush_interval, cfg_.event_log_flush_rows,
-                               cfg_.event_log_max_buffer_rows}},
+        elog{io_.get_executor(), db_, event_log_settings(cfg_)},
         resolver{io_.get_executor(), resolver_options(cfg_)},
         sync{io_.get_executor(), owner_.directory_, cfg_.database, "lupine-policyd", cfg_.accounts_refresh_interval} {
     // Precedence, top-down: the account's state (authenticated requests), flood control
@@ -539,8 +553,9 @@ asio::awaitable<void> server::impl::drain() {
   if (cfg.event_log_enable) {
     left = co_await elog.flush_now(std::max(grace_end, steady::now() + 2s));
   }
-  log(log_level::info, "shutdown_complete", "requests={} event_rows_written={} event_rows_lost={} abandoned={}",
-      requests, elog.written(), left + elog.dropped(), abandoned);
+  log(log_level::info, "shutdown_complete",
+      "requests={} event_rows_written={} event_rows_lost={} event_rows_spilled={} abandoned={}", requests,
+      elog.written(), left + elog.dropped(), elog.spilled(), abandoned);
 }
 
 }  // namespace lupine::policyd

@@ -176,7 +176,7 @@ std::vector<std::pair<std::string, std::string>> load_allowlist_rows(db_session&
   return out;
 }
 
-void write_event_rows(db_session& s, const std::vector<event_row>& rows) {
+bool write_event_rows(db_session& s, const std::vector<event_row>& rows, const std::string& spill_segment) {
   static const std::vector<std::string> columns{"ts",
                                                 "policyd",
                                                 "postfix_instance",
@@ -203,6 +203,15 @@ void write_event_rows(db_session& s, const std::vector<event_row>& rows) {
   // The log may be evidence: its commits wait for the disk even though the pool's
   // connections default to synchronous_commit = off (db.cpp).
   tx.exec("SET LOCAL synchronous_commit = on");
+  if (!spill_segment.empty()) {
+    // A segment may hold many rows: give it longer than a decision's statement_timeout.
+    tx.exec("SET LOCAL statement_timeout = '120s'");
+    auto done = tx.exec_params(
+        "INSERT INTO event_log_spill (segment, policyd, rows) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
+        spill_segment, rows.empty() ? std::string{} : to_valid_utf8(rows.front().policyd),
+        static_cast<long long>(rows.size()));
+    if (done.empty()) return false;
+  }
   pqxx::stream_to out{tx, "event_log", columns};
   for (const auto& r : rows) {
     std::optional<std::string> addr;
@@ -215,6 +224,7 @@ void write_event_rows(db_session& s, const std::vector<event_row>& rows) {
   }
   out.complete();
   tx.commit();
+  return true;
 }
 
 maintenance_report run_maintenance(db_session& s, sys_time now, const maintenance_params& p) {

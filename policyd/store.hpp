@@ -58,8 +58,10 @@ struct event_row {
 
 // COPY the rows into event_log in one transaction. Text is made valid UTF-8 and a client
 // address that is not an IP address is stored as NULL, so one hostile request cannot fail
-// a whole batch.
-void write_event_rows(db_session& s, const std::vector<event_row>& rows);
+// a whole batch. With a spill segment's name (spill.hpp), the name is recorded in
+// event_log_spill in the same transaction and false is returned, nothing written, when
+// that segment was recorded before: a replay is never stored twice.
+bool write_event_rows(db_session& s, const std::vector<event_row>& rows, const std::string& spill_segment = {});
 
 // One outbound-limit decision (lupine_send_check in sql/003): at RCPT a check only, at
 // END-OF-MESSAGE a check that also counts the message when it fits. Limits are parallel

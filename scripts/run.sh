@@ -15,6 +15,8 @@ if ! grep -Eq '^[[:space:]]*database[[:space:]]*=[[:space:]]*[^[:space:]]' "$con
   echo "run: private PostgreSQL at $here/var/pg ($dsn)" >&2
   echo "run: abusectl uses it with: export LUPINE_DATABASE='$dsn'" >&2
   args+=(-o "database=$dsn")
+  # The private setup keeps its event-log spill (docs/operations.md) beside its database.
+  args+=(-o "event_log.spill_dir=$here/var/spill")
 fi
 cd "$here"
 "$here/build/policyd/policyd" "${args[@]}" "$@"

@@ -228,6 +228,7 @@ class Policyd:
         self.proc = None
         self.log_path = os.path.join(self.dir, "policyd-%s.log" % secrets.token_hex(3))
         self.config_path = os.path.join(self.dir, "policyd-%s.conf" % secrets.token_hex(3))
+        self.spill_dir = os.path.join(self.dir, "spill")
         self.returncode = None
         self.host = None
         self.port = None
@@ -256,6 +257,8 @@ class Policyd:
     def _write_config(self, endpoints):
         lines = ["# written by tests/system/harness.py", "name = %s" % self.name,
                  "database = %s" % self.dsn]
+        if "event_log.spill_dir" not in self.settings:
+            lines.append("event_log.spill_dir = %s" % self.spill_dir)
         for ep in endpoints:
             lines.append("listen = %s" % ep)
         for key, value in self.settings.items():
