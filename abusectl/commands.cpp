@@ -1,6 +1,7 @@
 // The subcommand table and the shared database lookup.
 #include "abusectl/commands.hpp"
 #include "core/config.hpp"
+#include "core/secrets.hpp"
 
 #include <cstdlib>
 #include <fstream>
@@ -52,20 +53,31 @@ int parse_args(const std::string& name, const boost::program_options::options_de
 }
 
 std::string resolve_database(const global_options& g) {
-  if (!g.database.empty()) return g.database;
+  if (!g.database.empty()) {
+    if (dsn_has_password(g.database)) {
+      throw std::runtime_error{
+          "-d holds a password, which every local user can read (ps): use $LUPINE_DATABASE, ~/.pgpass, or "
+          "db.password_file in the -c file"};
+    }
+    return g.database;
+  }
   if (const char* env = std::getenv("LUPINE_DATABASE"); env != nullptr && env[0] != '\0') return env;
   std::string file = g.config_file.empty() ? "/etc/lupine/policyd.conf" : g.config_file;
   std::ifstream in{file};
   if (in) {
     namespace po = boost::program_options;
     po::options_description d;
-    d.add_options()("database", po::value<std::string>());
-    // The policyd file holds many other keys: only `database` matters here.
+    d.add_options()("database", po::value<std::string>())("db.password_file", po::value<std::string>());
+    // The policyd file holds many other keys: only the database's matter here.
     auto parsed = po::parse_config_file(in, d, true);
     po::variables_map vm;
     po::store(parsed, vm);
     if (vm.count("database") != 0 && !vm["database"].as<std::string>().empty()) {
-      return vm["database"].as<std::string>();
+      auto dsn = vm["database"].as<std::string>();
+      if (vm.count("db.password_file") != 0 && !vm["db.password_file"].as<std::string>().empty()) {
+        dsn = dsn_with_password(dsn, read_secret_file(vm["db.password_file"].as<std::string>()));
+      }
+      return dsn;
     }
   } else if (!g.config_file.empty()) {
     throw std::runtime_error{"cannot open " + g.config_file};

@@ -17,7 +17,9 @@
 #include "core/db.hpp"
 #include "core/db_session.hpp"
 #include "core/log.hpp"
+#include "core/secrets.hpp"
 #include "policyd/config.hpp"
+#include "policyd/privileges.hpp"
 #include "policyd/server.hpp"
 #include "policyd/store.hpp"
 
@@ -115,6 +117,14 @@ int run_app(int argc, char** argv) {
       source = default_config;
     }
     cfg = apply_options(policyd_options(), source, file, cli, &effective);
+    // Secrets never on the command line (every local user can read it with ps), never logged.
+    if (auto it = cli.find("database"); it != cli.end() && !it->second.empty() && dsn_has_password(it->second.back())) {
+      throw config_error{
+          "-o database=... holds a password, which every local user can read (ps): put it in db.password_file"};
+    }
+    if (!cfg.db_password_file.empty()) {
+      cfg.database = dsn_with_password(cfg.database, read_secret_file(cfg.db_password_file));
+    }
     if (auto problems = validate(cfg); !problems.empty()) throw config_error{problems};
     std::vector<std::string> list_problems;
     build_allowlist(cfg, {}, list_problems);
@@ -188,6 +198,16 @@ int run_app(int argc, char** argv) {
     srv.bind();
   } catch (const config_error& e) {
     std::cerr << "policyd: " << po_error_text(e) << "\n";
+    return ex_config;
+  }
+  // Bound: root is not needed any more. What policyd writes later becomes the user's.
+  std::vector<std::filesystem::path> own;
+  if (cfg.event_log_enable && !cfg.event_log_spill_dir.empty()) own.emplace_back(cfg.event_log_spill_dir);
+  for (const auto& ep : cfg.listen) {
+    if (ep.type == listen_endpoint::kind::unix_socket) own.emplace_back(ep.path);
+  }
+  if (auto err = drop_privileges(cfg.run_user, cfg.run_group, own); !err.empty()) {
+    std::cerr << "policyd: " << err << "\n";
     return ex_config;
   }
   int rc = 0;

@@ -153,6 +153,26 @@ std::vector<spec> make_table() {
   t.push_back(dur("db.statement_timeout", "2s", "PostgreSQL statement_timeout for policyd's connections.",
                   &cfg::db_statement_timeout, milliseconds{10}, hours{1}));
   t.push_back(flag("db.migrate", "yes", "Apply pending migrations from sql/ at start.", &cfg::db_migrate));
+  t.push_back({"db.password_file", "",
+               "File whose first line is the database password (mode 0600, or 0640 for the daemon's group; "
+               "owned by root or policyd's user). Read once at start, before dropping privileges; a password in "
+               "`-o database=...` is refused.",
+               false, false, [](cfg& c, const values& v) {
+                 c.db_password_file = one(v);
+                 return std::string{};
+               }});
+  t.push_back({"server.user", "",
+               "Started as root, policyd binds its sockets, then runs as this user (required then: it refuses to "
+               "keep root). Ignored when not started as root (systemd's User= does the same).",
+               false, false, [](cfg& c, const values& v) {
+                 c.run_user = one(v);
+                 return std::string{};
+               }});
+  t.push_back({"server.group", "", "Group to run as after binding (default: server.user's primary group).", false,
+               false, [](cfg& c, const values& v) {
+                 c.run_group = one(v);
+                 return std::string{};
+               }});
   t.push_back(num("server.max_connections", "1000",
                   "Concurrent client connections at most; more are closed at once with a log line.",
                   &cfg::max_connections, 1, 1000000));

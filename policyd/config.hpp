@@ -41,6 +41,9 @@ struct policyd_config {
   unsigned db_max_inflight = 512;
   milliseconds db_statement_timeout{2000};
   bool db_migrate = true;
+  std::string db_password_file;
+  std::string run_user;   // server.user
+  std::string run_group;  // server.group
 
   unsigned max_connections = 1000;
   milliseconds idle_timeout{std::chrono::seconds{330}};

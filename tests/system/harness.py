@@ -67,10 +67,18 @@ def sleep_until(t_monotonic):
         time.sleep(left)
 
 
+# Started as root (CI), policyd refuses to keep root: it binds, then runs as this user, which
+# must be able to read what the tests write (allow-list files, reloaded on SIGHUP).
+RUN_AS = "nobody" if os.geteuid() == 0 else None
+
+
 def make_tmpdir():
-    """A private temp dir, short enough for unix socket paths (108 bytes at most)."""
+    """A temp dir, short enough for unix socket paths (108 bytes at most), that policyd can
+    still read after dropping root to RUN_AS."""
     base = None if len(tempfile.gettempdir()) <= 40 else "/tmp"
-    return tempfile.mkdtemp(prefix="lupine-sys-", dir=base)
+    path = tempfile.mkdtemp(prefix="lupine-sys-", dir=base)
+    os.chmod(path, 0o755)
+    return path
 
 
 # ---------------------------------------------------------------------------------------
@@ -259,6 +267,8 @@ class Policyd:
                  "database = %s" % self.dsn]
         if "event_log.spill_dir" not in self.settings:
             lines.append("event_log.spill_dir = %s" % self.spill_dir)
+        if RUN_AS and "server.user" not in self.settings:
+            lines.append("server.user = %s" % RUN_AS)
         for ep in endpoints:
             lines.append("listen = %s" % ep)
         for key, value in self.settings.items():

@@ -2,12 +2,13 @@
 the key, -o overrides, --print-config (secrets masked), --help, start-up failures."""
 
 import os
+import pwd
 import re
 import socket
 import subprocess
 import unittest
 
-from harness import (SystemTestCase, POLICYD, EX_CONFIG, run_policyd, free_port, unique_word)
+from harness import (Policyd, SystemTestCase, POLICYD, EX_CONFIG, run_policyd, free_port, unique_word)
 
 
 class ConfigTest(SystemTestCase):
@@ -146,10 +147,11 @@ class ConfigTest(SystemTestCase):
         p, values = self.print_config(path)
         self.assertEqual(values["database"], ["********"])
         self.assertNotIn(secret, p.stdout + p.stderr)
-        self.assertNotIn("password", p.stdout)
-        # Also when given with -o.
-        p, values = self.print_config(path, "database=password=%s-o" % secret)
-        self.assertEqual(values["database"], ["********"])
+        self.assertNotIn("password=", p.stdout)
+        # With -o a password is refused (every local user can read a command line), and not echoed.
+        p = run_policyd(["-c", path, "--print-config", "-o", "database=password=%s-o" % secret])
+        self.assertEqual(p.returncode, EX_CONFIG)
+        self.assertIn("db.password_file", p.stderr)
         self.assertNotIn(secret, p.stdout + p.stderr)
 
     def test_print_config_lists_every_key(self):
@@ -225,3 +227,61 @@ class StartupFailureTest(SystemTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SecurityTest(SystemTestCase):
+    """Secrets from files, never logged; root dropped after binding."""
+
+    def write_secret(self, text, mode):
+        path = os.path.join(self.tmpdir, "pw-" + unique_word(6))
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def test_password_file_is_read_checked_and_never_shown(self):
+        secret = "pw-" + unique_word(12)
+        good = self.write_secret(secret + "\n", 0o600)
+        d = self.policyd({"db.password_file": good, "greylist.delay": "1h"}, name="sec-pw")
+        with d.client() as c:
+            self.assertEqual(c.request(protocol_state="DATA"), "DUNNO")
+        self.assertEqual(d.stop(), 0)
+        self.assertNotIn(secret, d.log_text())
+        # Anyone else able to read it: refused before anything starts, naming the fix.
+        loose = self.write_secret(secret + "\n", 0o644)
+        conf = os.path.join(self.tmpdir, "loose.conf")
+        with open(conf, "w") as f:
+            f.write("database = %s\nlisten = inet:127.0.0.1:%d\ndb.password_file = %s\n" % (self.dsn, free_port(), loose))
+        r = run_policyd(["-c", conf, "--check-config"])
+        self.assertEqual(r.returncode, EX_CONFIG)
+        self.assertIn("chmod 0600", r.stderr)
+        self.assertNotIn(secret, r.stdout + r.stderr)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root")
+    def test_root_is_refused_without_server_user(self):
+        d = Policyd(self.dsn, {"server.user": ""}, start=False)
+        self.addCleanup(d.cleanup)
+        d._write_config(d._endpoints())
+        with open(d.config_path) as f:
+            text = f.read().replace("server.user = \n", "")
+        with open(d.config_path, "w") as f:
+            f.write(text)
+        r = run_policyd(["-c", d.config_path])
+        self.assertEqual(r.returncode, EX_CONFIG)
+        self.assertIn("refusing to serve as root: set server.user", r.stderr)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root")
+    def test_serves_as_server_user_after_binding(self):
+        d = self.policyd({"server.user": "nobody", "greylist.delay": "1h"},
+                         listen=["inet:127.0.0.1:0", "unix:{dir}/p.sock"], name="sec-user")
+        with open("/proc/%d/status" % d.proc.pid) as f:
+            ids = dict(line.split(":", 1) for line in f if line.startswith(("Uid", "Gid", "Groups")))
+        nobody = pwd.getpwnam("nobody")
+        self.assertEqual(ids["Uid"].split(), [str(nobody.pw_uid)] * 4)
+        self.assertEqual(ids["Gid"].split(), [str(nobody.pw_gid)] * 4)
+        self.assertNotIn("0", ids["Groups"].split())
+        self.assertEqual(os.stat(d.spill_dir).st_uid, nobody.pw_uid)
+        self.assertEqual(os.stat(d.unix_path).st_uid, nobody.pw_uid)
+        with d.unix_client() as c:
+            self.assertEqual(c.request(protocol_state="DATA"), "DUNNO")
+        d.wait_for_log(r"privileges_dropped user=nobody")
