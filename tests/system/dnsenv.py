@@ -29,11 +29,23 @@ SOA = "@ IN SOA ns.{z}. hostmaster.{z}. 1 3600 600 86400 {neg}\n@ IN NS ns.{z}.\
 
 
 def _free_port(kind=socket.SOCK_DGRAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A loopback port free for UDP and TCP: NSD and dnsmasq bind both, and a UDP port
+    the kernel hands out can be in use for TCP (an ephemeral port of a live or TIME_WAIT
+    connection), which made a start fail now and then."""
+    for _ in range(50):
+        s = socket.socket(socket.AF_INET, kind)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        other = socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM)
+        try:
+            other.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            other.close()
+    raise RuntimeError("no loopback port free for both UDP and TCP")
 
 
 def _nibbles(addr):
