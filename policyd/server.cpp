@@ -347,6 +347,7 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
   std::string buf;
   buf.reserve(2048);
   policy_request req;
+  std::optional<steady::time_point> request_start;  // first bytes of the unfinished request
   std::string why = "eof";
   std::size_t served = 0;
   try {
@@ -360,6 +361,7 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
       }
       if (pr.state == parse_result::status::complete) {
         buf.erase(0, pr.consumed);
+        request_start.reset();
         me->busy = true;
         auto t0 = steady::now();
         *deadline = t0 + cfg.request_budget + cfg.request_timeout;
@@ -414,8 +416,14 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
         }
         continue;
       }
-      // Need more bytes: idle between requests, or the rest of a started request.
-      *deadline = steady::now() + (buf.empty() ? cfg.idle_timeout : cfg.request_timeout);
+      // Need more bytes: idle between requests, or the rest of a started request. A started
+      // request gets request_timeout from its first bytes in all, however it trickles in.
+      if (buf.empty()) {
+        *deadline = steady::now() + cfg.idle_timeout;
+      } else {
+        if (!request_start) request_start = steady::now();
+        *deadline = *request_start + cfg.request_timeout;
+      }
       if (timer->expiry() > *deadline) timer->cancel();  // the watchdog must wake sooner
       if (stopping && buf.empty()) {
         why = "shutdown";
