@@ -103,18 +103,24 @@ struct case_row {
   std::string state, account, account_state;
 };
 
+// With lock, the case's row and the account's are locked until the transaction ends. The
+// account's through lupine_lock_account (sql/005): abusectl's role has no UPDATE right on
+// account, which SELECT ... FOR UPDATE would need.
 case_row read_case(pqxx::transaction_base& tx, const request& r, bool lock) {
   case_row c;
-  auto res = tx.exec_params(
-      std::string{"SELECT state, coalesce(account, '') FROM abuse_case WHERE id = $1"} + (lock ? " FOR UPDATE" : ""),
-      r.case_id);
+  auto res =
+      lock ? tx.exec_params("SELECT state, coalesce(account, '') FROM abuse_case WHERE id = $1 FOR UPDATE", r.case_id)
+           : tx.exec_params("SELECT state, coalesce(account, '') FROM abuse_case WHERE id = $1", r.case_id);
   if (res.empty()) return c;
   c.found = true;
   c.state = res[0][0].as<std::string>();
   c.account = res[0][1].as<std::string>();
-  auto a = tx.exec_params(
-      std::string{"SELECT state FROM account WHERE login = lower($1)"} + (lock ? " FOR UPDATE" : ""), r.login);
-  c.account_state = a.empty() ? "active" : a[0][0].as<std::string>();
+  if (lock) {
+    c.account_state = tx.exec_params1("SELECT lupine_lock_account($1)", r.login)[0].as<std::string>();
+  } else {
+    auto a = tx.exec_params("SELECT state FROM account WHERE login = lower($1)", r.login);
+    c.account_state = a.empty() ? "active" : a[0][0].as<std::string>();
+  }
   return c;
 }
 

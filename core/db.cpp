@@ -3,6 +3,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <map>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -75,8 +77,9 @@ db_session* db_pool::session() {
     auto s = std::make_unique<db_session>(opts_.dsn);
     pqxx::nontransaction tx{s->conn};
     if (opts_.relaxed_commit) tx.exec("SET synchronous_commit = off");
-    tx.exec(fmt::format("SET statement_timeout = {}; SET application_name = {}", opts_.statement_timeout.count(),
-                        tx.quote(opts_.application_name)));
+    // set_config() rather than SET: the values travel as parameters (SET takes none).
+    tx.exec_params("SELECT set_config('statement_timeout', $1, false), set_config('application_name', $2, false)",
+                   std::to_string(opts_.statement_timeout.count()), opts_.application_name);
     st.session = std::move(s);
     if (st.failed_once) log(log_level::info, "db_reconnected", "");
     st.failed_once = false;
@@ -136,7 +139,7 @@ std::unique_ptr<db_session, void (*)(db_session*)> db_connect(const std::string&
     auto* s = new db_session{dsn};  // NOLINT: owned by the unique_ptr below at once
     std::unique_ptr<db_session, void (*)(db_session*)> owned{s, [](db_session* p) { delete p; }};
     pqxx::nontransaction tx{owned->conn};
-    tx.exec("SET application_name = " + tx.quote(application_name));
+    tx.exec_params("SELECT set_config('application_name', $1, false)", application_name);
     return owned;
   } catch (const pqxx::broken_connection& e) {
     std::string msg = e.what();
@@ -145,43 +148,115 @@ std::unique_ptr<db_session, void (*)(db_session*)> db_connect(const std::string&
   }
 }
 
-int schema_version(db_session& s) {
+namespace {
+
+// The migration lock: a session-level advisory lock, held for the object's lifetime.
+class migrate_lock {
+ public:
+  explicit migrate_lock(db_session& s) : s_{s} {
+    pqxx::nontransaction tx{s_.conn};
+    tx.exec_params("SELECT pg_advisory_lock($1)", migrate_lock_key);
+  }
+  ~migrate_lock() {
+    try {
+      pqxx::nontransaction tx{s_.conn};
+      tx.exec_params("SELECT pg_advisory_unlock($1)", migrate_lock_key);
+    } catch (const std::exception&) {
+      // The lock dies with the session anyway.
+    }
+  }
+  migrate_lock(const migrate_lock&) = delete;
+  migrate_lock& operator=(const migrate_lock&) = delete;
+
+ private:
+  db_session& s_;
+};
+
+// version -> (file name, checksum) of the applied migrations; empty without schema_migrations.
+using applied_map = std::map<int, std::pair<std::string, std::string>>;
+
+// A server error as one readable line: no "ERROR:" prefix, no PL/pgSQL CONTEXT lines.
+std::string trimmed(std::string msg) {
+  if (msg.rfind("ERROR:", 0) == 0) msg.erase(0, msg.find_first_not_of(' ', 6));
+  if (auto ctx = msg.find("\nCONTEXT:"); ctx != std::string::npos) msg.erase(ctx);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return msg;
+}
+
+// Reads schema_migrations (SELECT only: a restricted role can do it). A role that may not
+// read it is told what to do instead of getting a bare "permission denied".
+applied_map read_applied(db_session& s) {
+  applied_map applied;
+  try {
+    pqxx::nontransaction tx{s.conn};
+    if (!tx.exec1("SELECT to_regclass('schema_migrations') IS NOT NULL")[0].as<bool>()) return applied;
+    for (const auto& row : tx.exec("SELECT version, name, checksum FROM schema_migrations")) {
+      applied[row[0].as<int>()] = {row[1].as<std::string>(), row[2].as<std::string>()};
+    }
+  } catch (const pqxx::insufficient_privilege& e) {
+    throw std::runtime_error{fmt::format(
+        "database role \"{}\" may not read schema_migrations ({}): either migrations are pending (run `abusectl db "
+        "migrate` as the schema owner) or the role is not a member of lupine_policyd or lupine_abusectl "
+        "(docs/operations.md, \"Database roles\")",
+        s.conn.username(), trimmed(e.what()))};
+  }
+  return applied;
+}
+
+// Whether the connected role may apply migrations: it has the privileges of the role that
+// owns schema_migrations (the schema owner; a superuser has all), or, before the first
+// migration, may create tables. Otherwise the reason, naming what to run instead.
+std::string may_not_migrate(db_session& s, const applied_map& applied, const std::vector<const migration*>& pending) {
   pqxx::nontransaction tx{s.conn};
-  auto exists = tx.exec1("SELECT to_regclass('schema_migrations') IS NOT NULL")[0].as<bool>();
-  if (!exists) return 0;
-  return tx.exec1("SELECT coalesce(max(version), 0) FROM schema_migrations")[0].as<int>();
+  auto r = tx.exec1(
+      "SELECT CASE WHEN t.oid IS NULL THEN coalesce(has_schema_privilege(current_schema(), 'CREATE'), false)"
+      "            ELSE pg_has_role(current_user, c.relowner, 'USAGE') END,"
+      " current_user, coalesce(pg_get_userbyid(c.relowner), ''), coalesce(current_schema(), '')"
+      " FROM (SELECT to_regclass('schema_migrations') AS oid) t LEFT JOIN pg_class c ON c.oid = t.oid");
+  if (r[0].as<bool>()) return {};
+  const auto user = r[1].as<std::string>();
+  const auto owner = r[2].as<std::string>();
+  std::string names;
+  for (const auto* m : pending) names += (names.empty() ? "" : ", ") + m->name;
+  if (owner.empty()) {
+    return fmt::format(
+        "the database has no Lupine schema yet and database role \"{}\" may not create it (no CREATE privilege on "
+        "schema \"{}\"): run `abusectl db migrate` as the role that is to own the schema",
+        user, r[3].as<std::string>());
+  }
+  int have = applied.empty() ? 0 : applied.rbegin()->first;
+  return fmt::format(
+      "the database schema is at version {} and {} {} pending, but database role \"{}\" may not apply migrations "
+      "(the schema belongs to \"{}\"): run `abusectl db migrate` as \"{}\" (or a superuser), then start again",
+      have, names, pending.size() == 1 ? "is" : "are", user, owner, owner);
+}
+
+std::vector<const migration*> pending_of(const std::vector<migration>& all, const applied_map& applied) {
+  std::vector<const migration*> out;
+  for (const auto& m : all) {
+    if (applied.find(m.version) == applied.end()) out.push_back(&m);
+  }
+  return out;
+}
+
+}  // namespace
+
+int schema_version(db_session& s) {
+  auto applied = read_applied(s);
+  return applied.empty() ? 0 : applied.rbegin()->first;
 }
 
 migrate_report migrate(db_session& s, const std::vector<migration>& all) {
   migrate_report rep;
-  {
-    pqxx::nontransaction tx{s.conn};
-    tx.exec("SELECT pg_advisory_lock(" + std::to_string(migrate_lock_key) + ")");
-  }
-  struct unlock {
-    db_session& s;
-    ~unlock() {
-      try {
-        pqxx::nontransaction tx{s.conn};
-        tx.exec("SELECT pg_advisory_unlock(" + std::to_string(migrate_lock_key) + ")");
-      } catch (const std::exception&) {
-        // The lock dies with the session anyway.
-      }
-    }
-  } guard{s};
-  {
-    pqxx::work tx{s.conn};
-    tx.exec(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now())");
-    tx.commit();
-  }
-  std::map<int, std::pair<std::string, std::string>> applied;
-  {
-    pqxx::nontransaction tx{s.conn};
-    for (const auto& row : tx.exec("SELECT version, name, checksum FROM schema_migrations")) {
-      applied[row[0].as<int>()] = {row[1].as<std::string>(), row[2].as<std::string>()};
+  // Nothing pending, the common start: read only. No lock and no CREATE, so a role with
+  // SELECT on schema_migrations alone (lupine_policyd, lupine_abusectl) gets through.
+  auto applied = read_applied(s);
+  std::optional<migrate_lock> lock;
+  if (!pending_of(all, applied).empty()) {
+    lock.emplace(s);  // instances starting together take turns; then look again
+    applied = read_applied(s);
+    if (auto pending = pending_of(all, applied); !pending.empty()) {
+      if (auto why = may_not_migrate(s, applied, pending); !why.empty()) throw std::runtime_error{why};
     }
   }
   rep.from_version = applied.empty() ? 0 : applied.rbegin()->first;
@@ -200,14 +275,25 @@ migrate_report migrate(db_session& s, const std::vector<migration>& all) {
       continue;
     }
     try {
+      if (rep.applied.empty() && applied.empty()) {
+        pqxx::work tx{s.conn};
+        tx.exec(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())");
+        tx.commit();
+      }
       pqxx::work tx{s.conn};
       tx.exec(m.sql);
       tx.exec_params("INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)", m.version, m.name,
                      sum);
       tx.commit();
     } catch (const pqxx::sql_error& e) {
-      std::string msg = e.what();
-      while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+      std::string msg = trimmed(e.what());
+      if (e.sqlstate() == "42501") {
+        msg += fmt::format(" (database role \"{}\" lacks a privilege: run `abusectl db migrate` as the schema owner)",
+                           s.conn.username());
+      }
       throw std::runtime_error{fmt::format("migration {} failed, rolled back: {}", m.name, msg)};
     }
     rep.applied.push_back(m.name);

@@ -141,10 +141,15 @@ struct migrate_report {
   std::vector<std::string> warnings;  // edited files, a newer schema than ours
 };
 // Applies every migration newer than the database's version, each in its own transaction,
-// under an advisory lock so that instances starting together do not race. Throws
-// std::runtime_error naming the file when one fails (that file's changes are rolled back).
+// under an advisory lock so that instances starting together do not race. With nothing
+// pending it only reads schema_migrations (no lock, no CREATE), so a role with SELECT on it
+// alone (lupine_policyd, lupine_abusectl: sql/005) succeeds. Throws std::runtime_error
+// naming the file when one fails (that file's changes are rolled back), and, before
+// touching anything, with a message that says to run `abusectl db migrate` as the schema
+// owner when migrations are pending and the connected role does not have the owner's rights.
 migrate_report migrate(db_session& s, const std::vector<migration>& all);
-// The highest applied version (0 for an empty database).
+// The highest applied version (0 for an empty database). Throws std::runtime_error saying
+// what to do when the role may not read schema_migrations.
 int schema_version(db_session& s);
 
 }  // namespace lupine

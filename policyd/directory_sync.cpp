@@ -172,7 +172,8 @@ void directory_sync::listen_once() {
   db_session s{dsn_};
   {
     pqxx::nontransaction tx{s.conn};
-    tx.exec("SET statement_timeout = 10000; SET application_name = " + tx.quote(application_name_ + "-directory"));
+    tx.exec_params("SELECT set_config('statement_timeout', '10000', false), set_config('application_name', $1, false)",
+                   application_name_ + "-directory");
   }
   std::vector<std::string> payloads;
   receiver rcv{s.conn, payloads};  // LISTEN first, then load: nothing falls in between

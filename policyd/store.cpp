@@ -233,7 +233,7 @@ maintenance_report run_maintenance(db_session& s, sys_time now, const maintenanc
   // One instance at a time: a session-level lock held until the end of this function.
   {
     pqxx::nontransaction ntx{s.conn};
-    if (!ntx.exec1("SELECT pg_try_advisory_lock(" + std::to_string(maintenance_lock_key) + ")")[0].as<bool>()) {
+    if (!ntx.exec_params1("SELECT pg_try_advisory_lock($1)", maintenance_lock_key)[0].as<bool>()) {
       return rep;
     }
   }
@@ -242,7 +242,7 @@ maintenance_report run_maintenance(db_session& s, sys_time now, const maintenanc
     ~unlock() {
       try {
         pqxx::nontransaction ntx{s.conn};
-        ntx.exec("SELECT pg_advisory_unlock(" + std::to_string(maintenance_lock_key) + ")");
+        ntx.exec_params("SELECT pg_advisory_unlock($1)", maintenance_lock_key);
       } catch (const std::exception&) {
         // The lock ends with the session anyway.
       }
@@ -250,11 +250,15 @@ maintenance_report run_maintenance(db_session& s, sys_time now, const maintenanc
   } guard{s};
   rep.ran = true;
   {
+    // Partitions need the owner's rights: lupine_event_log_maintain (sql/005) is SECURITY
+    // DEFINER, so policyd's role creates and drops them without owning event_log, and
+    // never keeps less than the owner's event_log_policy.min_retention.
     pqxx::work tx{s.conn};
-    rep.partitions_created = tx.exec1("SELECT event_log_ensure_partitions(2)")[0].as<int>();
     auto retention_s = duration_cast<std::chrono::seconds>(p.retention).count();
-    rep.partitions_dropped =
-        tx.exec_params1("SELECT event_log_prune($1::bigint * interval '1 second')", retention_s)[0].as<int>();
+    auto r = tx.exec_params1(
+        "SELECT created, dropped FROM lupine_event_log_maintain(2, $1::bigint * interval '1 second')", retention_s);
+    rep.partitions_created = r[0].as<int>();
+    rep.partitions_dropped = r[1].as<int>();
     tx.commit();
   }
   auto us = [](std::chrono::milliseconds d) { return duration_cast<microseconds>(d).count(); };
