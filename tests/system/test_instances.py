@@ -77,6 +77,47 @@ class TwoInstancesTest(SystemTestCase):
                 self.assertRegex(c.request(sender=s, recipient=r), HEADER_RX % name)
                 self.assertEqual((cb if i % 2 else ca).request(sender=s, recipient=r), "DUNNO")
 
+    def test_under_load_every_triplet_seen_on_one_passes_on_the_other(self):
+        # 16 connections on each instance at once: triplets first seen on A (and, for a
+        # third of them, on B in the same instant) are looked up in batches; every one is
+        # stored once and passes on the other instance after the delay.
+        n_conn, per_conn = 16, 25
+        triplets = [["load%d-%d.%s@s.example" % (k, i, unique_word(6)), rcpt()]
+                    for k in range(n_conn) for i in range(per_conn)]
+        first, errors = {}, []
+
+        def send(d, chunk, out):
+            try:
+                with d.client() as c:
+                    for s, r in chunk:
+                        out[(s, r)] = c.request(sender=s, recipient=r)
+            except Exception as e:  # reported below
+                errors.append(repr(e))
+
+        def wave(pairs):
+            threads = [threading.Thread(target=send, args=(d, chunk, out)) for d, chunk, out in pairs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+
+        on_b = {}
+        wave([(self.a, triplets[k * per_conn:(k + 1) * per_conn], first) for k in range(n_conn)] +
+             [(self.b, triplets[k * per_conn:(k + 1) * per_conn], on_b) for k in range(0, n_conn, 3)])
+        self.assertEqual(errors, [])
+        for key, action in list(first.items()) + list(on_b.items()):
+            self.assertRegex(action, r"^DEFER_IF_PERMIT 4\.7\.1 Greylisted, retry in [123] seconds$", key)
+        self.assertEqual(query_value(self.dsn, "SELECT count(*) FROM greylist WHERE sender LIKE 'load%%' "
+                                               "AND recipient IN (%s)"
+                                     % ", ".join(sql_quote(r) for _, r in triplets)), str(len(triplets)))
+        sleep_until(time.monotonic() + 2.2)  # the delay, counted from the last first sighting
+        second = {}
+        wave([(self.b, triplets[k * per_conn:(k + 1) * per_conn], second) for k in range(n_conn)])
+        self.assertEqual(errors, [])
+        self.assertEqual(len(second), len(triplets))
+        for key, action in second.items():
+            self.assertRegex(action, HEADER_RX % "mx-b", key)
+
     # Regression test. When the stored first_seen is later than the request's own timestamp
     # (another MX whose clock runs a little ahead, or two instances deciding the same new
     # triplet concurrently, where the request stamped earlier loses the INSERT race), the
