@@ -21,7 +21,9 @@ user=$( [[ $(id -u) -eq 0 ]] && echo postgres || id -un )
 mkdir -p "$dir/run"
 if [[ $(id -u) -eq 0 ]]; then
   chown postgres: "$dir" "$dir/run"
-  # postgres must be able to reach DIR: every parent needs o+x.
+  # postgres must be able to reach DIR: every parent needs o+x. So must a policyd that
+  # dropped root to server.user (tests run it as nobody): DIR and its socket directory too.
+  chmod o+x "$dir" "$dir/run"
   p="$dir"; while [[ "$p" != "/" ]]; do p="$(dirname "$p")"; chmod o+x "$p" 2>/dev/null || true; done
 fi
 if [[ ! -f "$dir/data/PG_VERSION" ]]; then

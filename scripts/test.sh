@@ -18,6 +18,7 @@ if [[ -n "$sanitize" ]]; then
   LUPINE_BUILD_DIR="$here/build-sanitize"
   export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+  export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$here/tests/lsan.supp:print_suppressions=0}"
 fi
 "$here/scripts/bootstrap.sh" "${cmake_args[@]}"
 pgdir="$(mktemp -d /tmp/lupine-test-pg.XXXXXX)"
