@@ -213,6 +213,13 @@ def run_abusectl(args, timeout=60, env=None):
                           timeout=timeout, env=e, universal_newlines=True)
 
 
+def migrate(dsn):
+    """Applies every migration with `abusectl db migrate`; raises when it fails."""
+    p = run_abusectl(["-d", dsn, "db", "migrate"])
+    if p.returncode != 0:
+        raise AssertionError("db migrate failed: %s" % p.stderr)
+
+
 class Policyd:
     """One policyd process with its own temp dir, config file and log.
 

@@ -10,7 +10,7 @@ import re
 import subprocess
 import unittest
 
-from harness import ABUSECTL, SystemTestCase, run_abusectl, psql, query_rows, query_value, sql_quote
+from harness import ABUSECTL, SystemTestCase, migrate, run_abusectl, psql, query_rows, query_value, sql_quote
 
 ACTOR = "test-operator"
 ISO_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
@@ -27,9 +27,7 @@ class CliTestCase(SystemTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        p = run_abusectl(["-d", cls.dsn, "db", "migrate"])
-        if p.returncode != 0:
-            raise AssertionError("db migrate failed: %s" % p.stderr)
+        migrate(cls.dsn)
 
     def setUp(self):
         super().setUp()

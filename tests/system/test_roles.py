@@ -21,7 +21,7 @@ import subprocess
 import unittest
 
 from harness import (ROOT, Policyd, SystemTestCase, _psql_binary, dsn_with_db, make_tmpdir,
-                     new_instance, psql, query_rows, query_value, run_abusectl, run_policyd, sql_quote,
+                     migrate, new_instance, psql, query_rows, query_value, run_abusectl, run_policyd, sql_quote,
                      unique_word, wait_until)
 
 RESTRICTED = ("550 5.7.1 Account restricted to webmail: sending from mail programs is disabled, "
@@ -140,9 +140,7 @@ class RolesTest(RoleTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        p = run_abusectl(["-d", cls.dsn, "db", "migrate"])
-        if p.returncode != 0:
-            raise AssertionError("db migrate failed: %s" % p.stderr)
+        migrate(cls.dsn)
         cls.make_roles(cls.dsn, mx="lupine_policyd", desk="lupine_abusectl", imap="lupine_dovecot", nobody=None)
         psql(cls.dsn, "INSERT INTO webmail_network (net, comment) VALUES ('%s', 'webmail')" % WEBMAIL_NET)
         # For the maintenance task: an expired partition, one inside the owner's minimum
@@ -410,9 +408,7 @@ class MigrationRightsTest(RoleTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        p = run_abusectl(["-d", cls.dsn, "db", "migrate"])
-        if p.returncode != 0:
-            raise AssertionError("db migrate failed: %s" % p.stderr)
+        migrate(cls.dsn)
         cls.latest = query_value(cls.dsn, "SELECT name FROM schema_migrations ORDER BY version DESC LIMIT 1")
         psql(cls.dsn, "DELETE FROM schema_migrations WHERE name = %s" % sql_quote(cls.latest))
         cls.owner = query_value(cls.dsn, "SELECT current_user")
