@@ -18,5 +18,10 @@ if ! grep -Eq '^[[:space:]]*database[[:space:]]*=[[:space:]]*[^[:space:]]' "$con
   # The private setup keeps its event-log spill (docs/operations.md) beside its database.
   args+=(-o "event_log.spill_dir=$here/var/spill")
 fi
+# policyd refuses to serve as root: started as root, it needs a user to switch to after
+# binding. The quick start uses nobody unless the config names one (server.user).
+if [[ $(id -u) -eq 0 ]] && ! grep -Eq '^[[:space:]]*(server\.)?user[[:space:]]*=' "$conf"; then
+  args+=(-o "server.user=nobody")
+fi
 cd "$here"
 "$here/build/policyd/policyd" "${args[@]}" "$@"
