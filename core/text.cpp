@@ -1,6 +1,7 @@
 // Text helpers; see text.hpp.
 #include "core/text.hpp"
 
+#include <algorithm>
 #include <cstdint>
 
 #include <fmt/format.h>
@@ -25,6 +26,14 @@ std::uint64_t fnv1a(std::string_view s, std::uint64_t basis) {
 }
 
 std::string to_valid_utf8(std::string_view s) {
+  // The common case, printable ASCII, is copied as it is: the event log passes some fifteen
+  // fields of every request through here (callgrind put the byte-wise walk at 6% of policyd).
+  if (std::all_of(s.begin(), s.end(), [](char ch) {
+        auto c = static_cast<unsigned char>(ch);
+        return c != 0 && c < 0x80;
+      })) {
+    return std::string{s};
+  }
   std::string out;
   out.reserve(s.size());
   std::size_t i = 0;

@@ -9,6 +9,17 @@ TEST_SUITE("text") {
     CHECK(lupine::ascii_lower("") == "");
   }
 
+  TEST_CASE("to_valid_utf8 keeps ASCII and valid UTF-8, and escapes every other byte") {
+    CHECK(lupine::to_valid_utf8("plain.ascii+tag@example.org \\N") == "plain.ascii+tag@example.org \\N");
+    CHECK(lupine::to_valid_utf8("") == "");
+    CHECK(lupine::to_valid_utf8("caf\xc3\xa9 \xf0\x9f\x93\xa7") == "caf\xc3\xa9 \xf0\x9f\x93\xa7");
+    CHECK(lupine::to_valid_utf8(std::string_view{"a\0b", 3}) == "a\\x00b");
+    CHECK(lupine::to_valid_utf8("caf\xe9") == "caf\\xe9");                // Latin-1
+    CHECK(lupine::to_valid_utf8("\xc0\xaf") == "\\xc0\\xaf");             // overlong
+    CHECK(lupine::to_valid_utf8("x\xed\xa0\x80") == "x\\xed\\xa0\\x80");  // surrogate
+    CHECK(lupine::to_valid_utf8("abc\xe2\x82") == "abc\\xe2\\x82");       // truncated
+  }
+
   TEST_CASE("fnv1a gives the published FNV-1a 64 values and depends on the basis") {
     CHECK(lupine::fnv1a("") == 0xcbf29ce484222325ULL);
     CHECK(lupine::fnv1a("a") == 0xaf63dc4c8601ec8cULL);
