@@ -21,7 +21,8 @@ void usage(std::ostream& out, const po::options_description& desc) {
   out << "\n"
       << desc
       << "\nThe database is taken from -d, else $LUPINE_DATABASE, else `database` in the -c file\n"
-         "(default /etc/lupine/policyd.conf). Exit codes: 0 ok, 1 not found / refused / failed, 2 usage.\n";
+         "(default /etc/lupine/policyd.conf; its db.password_file too). A password in -d is refused.\n"
+         "Exit codes: 0 ok, 1 not found / refused / failed, 2 usage.\n";
 }
 
 }  // namespace

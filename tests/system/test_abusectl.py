@@ -126,6 +126,30 @@ class AbusectlDbTest(SystemTestCase):
                          env={"LUPINE_DATABASE": "host=%s/nothing dbname=x" % self.tmpdir})
         self.assertEqual(p.returncode, 0, p.stderr)
 
+    def test_password_in_d_is_refused_and_password_file_is_used(self):
+        secret = "pw-" + unique_word(10)
+        p = run_abusectl(["-d", "%s password=%s" % (self.fresh(), secret), "db", "status"])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("-d holds a password", p.stderr)
+        self.assertNotIn(secret, p.stdout + p.stderr)
+        # From the config file, with db.password_file (trust authentication ignores the value,
+        # but a loose file is refused before connecting).
+        dsn = self.fresh()
+        pw = os.path.join(self.tmpdir, "pw-%s" % unique_word(5))
+        with open(pw, "w") as f:
+            f.write(secret + "\n")
+        conf = os.path.join(self.tmpdir, "policyd-%s.conf" % unique_word(5))
+        with open(conf, "w") as f:
+            f.write("database = %s\ndb.password_file = %s\n" % (dsn, pw))
+        os.chmod(pw, 0o644)
+        p = run_abusectl(["-c", conf, "db", "status"])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("chmod 0600", p.stderr)
+        os.chmod(pw, 0o600)
+        p = run_abusectl(["-c", conf, "db", "status"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn(secret, p.stdout + p.stderr)
+
     def test_database_from_policyd_config_file(self):
         dsn = self.fresh()
         path = os.path.join(self.tmpdir, "policyd-%s.conf" % unique_word(5))
