@@ -42,8 +42,8 @@ std::string quote(std::string_view v) {
   return out + "'";
 }
 
-// key='value' for every option set, password replaced by `password` when given.
-std::string rebuild(const PQconninfoOption* o, const std::string* password, bool redact) {
+// key='value' for every option set, with password set to `password`.
+std::string rebuild(const PQconninfoOption* o, const std::string& password) {
   std::string out;
   bool have_password = false;
   for (; o->keyword != nullptr; ++o) {
@@ -52,15 +52,14 @@ std::string rebuild(const PQconninfoOption* o, const std::string* password, bool
     std::string_view val = o->val;
     if (key == "password") {
       have_password = true;
-      if (password != nullptr) val = *password;
-      if (redact) val = "********";
+      val = password;
     }
     if (!out.empty()) out += ' ';
     out += fmt::format("{}={}", key, quote(val));
   }
-  if (!have_password && password != nullptr) {
+  if (!have_password) {
     if (!out.empty()) out += ' ';
-    out += "password=" + quote(*password);
+    out += "password=" + quote(password);
   }
   return out;
 }
@@ -118,13 +117,7 @@ std::string dsn_with_password(std::string_view dsn, const std::string& password)
   std::string error;
   auto opts = parse(dsn, &error);
   if (!opts) throw config_error{"database: " + error};
-  return rebuild(opts.get(), &password, false);
-}
-
-std::string redact_dsn(std::string_view dsn) {
-  if (!dsn_has_password(dsn)) return std::string{dsn};
-  auto opts = parse(dsn, nullptr);
-  return rebuild(opts.get(), nullptr, true);
+  return rebuild(opts.get(), password);
 }
 
 }  // namespace lupine

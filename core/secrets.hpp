@@ -22,7 +22,4 @@ bool dsn_has_password(std::string_view dsn);
 // Throws config_error when dsn does not parse.
 std::string dsn_with_password(std::string_view dsn, const std::string& password);
 
-// The connection string safe to print: a password is shown as ********.
-std::string redact_dsn(std::string_view dsn);
-
 }  // namespace lupine

@@ -56,7 +56,6 @@ class event_log {
   void stop();
 
   std::size_t buffered() const { return rows_.size(); }
-  std::size_t spilled_segments() const { return segments_.size(); }
   std::uint64_t written() const { return written_; }
   std::uint64_t spilled() const { return spilled_; }
   std::uint64_t dropped() const { return dropped_ + rejected_; }

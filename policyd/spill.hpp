@@ -70,7 +70,6 @@ class spill_store {
   void quarantine(const spill_segment& s);
 
   std::uintmax_t bytes() const;
-  const std::filesystem::path& dir() const { return dir_; }
 
  private:
   std::filesystem::path dir_;

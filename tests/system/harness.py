@@ -213,6 +213,15 @@ def run_abusectl(args, timeout=60, env=None):
                           timeout=timeout, env=e, universal_newlines=True)
 
 
+def read_log(path):
+    """A log file's text so far ("" before it exists); bad bytes shown, not fatal."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 def migrate(dsn):
     """Applies every migration with `abusectl db migrate`; raises when it fails."""
     p = run_abusectl(["-d", dsn, "db", "migrate"])
@@ -413,11 +422,7 @@ class Policyd:
 
     # -- log ----------------------------------------------------------------------------
     def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def log_lines(self, pattern=None):
         lines = self.log_text().splitlines()

@@ -33,6 +33,8 @@ import subprocess
 import tempfile
 import time
 
+from harness import read_log
+
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 POSTCONF = shutil.which("postconf") or "/usr/sbin/postconf"
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
@@ -317,11 +319,7 @@ class PostfixEnv:
 
     # -- log ----------------------------------------------------------------------------
     def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def log_lines(self, pattern=None, since=0):
         """Lines of the maillog (from byte offset `since`) matching the regex."""

@@ -60,7 +60,7 @@ TEST_CASE("a secret file gives its first line, and only when others cannot read 
   }
 }
 
-TEST_CASE("passwords in connection strings: found, added, redacted, in both forms") {
+TEST_CASE("passwords in connection strings: found and added, in both forms") {
   CHECK_FALSE(lupine::dsn_has_password("host=/run/postgresql dbname=lupine"));
   CHECK(lupine::dsn_has_password("host=/tmp dbname=x password=abc"));
   CHECK(lupine::dsn_has_password("postgresql://u:abc@localhost/db"));
@@ -82,9 +82,4 @@ TEST_CASE("passwords in connection strings: found, added, redacted, in both form
   CHECK(w.find("old") == std::string::npos);
   CHECK(w.find("password='new'") != std::string::npos);
   CHECK_THROWS_AS(lupine::dsn_with_password("nonsense '", "pw"), lupine::config_error);
-
-  auto r = lupine::redact_dsn("host=/tmp password=hunter2 dbname=x");
-  CHECK(r.find("hunter2") == std::string::npos);
-  CHECK(r.find("password='********'") != std::string::npos);
-  CHECK(lupine::redact_dsn("dbname=x") == "dbname=x");
 }
