@@ -293,6 +293,13 @@ std::vector<spec> make_table() {
                false, [](cfg& c, const values& v) {
                  return set_choice(c.greylist_on_db_error, one(v), {"dunno", "defer"});
                }});
+  t.push_back(dur("greylist.write_behind", "200ms",
+                  "Triplet changes are decided in memory and written in batches this often (at most a quarter of "
+                  "greylist.delay); 0 writes each one, in a locked transaction, before answering.",
+                  &cfg::greylist_write_behind, milliseconds{0}, seconds{10}));
+  t.push_back(num("greylist.max_pending", "200000",
+                  "Triplets and clients held in memory until written; beyond, decisions take the locked transaction.",
+                  &cfg::greylist_max_pending, 1, 10000000));
   t.push_back(files("allowlist.client_files",
                     "postgrey whitelist_clients-style files: address, CIDR, partial IPv4, hostname suffix, /regex/.",
                     &cfg::allowlist_client_files));

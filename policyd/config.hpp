@@ -66,6 +66,8 @@ struct policyd_config {
   bool greylist_prepend = true;
   std::string greylist_header = "X-Greylist";
   std::string greylist_on_db_error = "dunno";
+  milliseconds greylist_write_behind{200};
+  unsigned greylist_max_pending = 200000;
 
   std::vector<std::string> allowlist_client_files;
   std::vector<std::string> allowlist_recipient_files;

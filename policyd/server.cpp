@@ -102,6 +102,15 @@ dns_options resolver_options(const policyd_config& c) {
   return o;
 }
 
+greylist_engine_options greylist_engine_settings(const policyd_config& c) {
+  greylist_engine_options o;
+  o.write_behind = c.greylist_write_behind;
+  o.max_pending = c.greylist_max_pending;
+  // Leave threads for the event log, the limits and the locked path.
+  o.max_reads = std::max(1u, c.db_threads / 2);
+  return o;
+}
+
 event_log_options event_log_settings(const policyd_config& c) {
   event_log_options o;
   o.flush_interval = c.event_log_flush_interval;
@@ -131,6 +140,7 @@ struct server::impl {
         db{db_},
         owner{owner_},
         elog{io_.get_executor(), db_, event_log_settings(cfg_)},
+        greylist{io_.get_executor(), db_, greylist_settings(cfg_), greylist_engine_settings(cfg_)},
         resolver{io_.get_executor(), resolver_options(cfg_)},
         sync{io_.get_executor(), owner_.directory_, cfg_.database, "lupine-policyd", cfg_.accounts_refresh_interval} {
     // Precedence, top-down: the account's state (authenticated requests), flood control
@@ -144,7 +154,7 @@ struct server::impl {
     auto dns = std::make_unique<dns_check>(cfg, resolver);
     dns_checker = dns.get();
     pipe.add(std::move(dns));
-    pipe.add(std::make_unique<greylist_check>(cfg, db));
+    pipe.add(std::make_unique<greylist_check>(cfg, greylist));
     pipe.add(std::make_unique<limits_check>(cfg, db, owner.directory_));
   }
 
@@ -154,6 +164,7 @@ struct server::impl {
   server& owner;
   pipeline pipe;
   event_log elog;
+  greylist_engine greylist;
   dns_resolver resolver;
   dns_check* dns_checker = nullptr;  // owned by pipe
   directory_sync sync;
@@ -243,6 +254,11 @@ asio::awaitable<void> server::run() {
   if (im.cfg.event_log_enable) {
     asio::co_spawn(ex, im.elog.run(), [](std::exception_ptr e) {
       if (e) log(log_level::error, "panic", "event log flusher died");
+    });
+  }
+  if (im.cfg.greylist_enable) {
+    asio::co_spawn(ex, im.greylist.run(), [](std::exception_ptr e) {
+      if (e) log(log_level::error, "panic", "greylist flusher died");
     });
   }
   asio::co_spawn(ex, im.maintenance(), asio::detached);
@@ -557,13 +573,18 @@ asio::awaitable<void> server::impl::drain() {
   elog.stop();
   resolver.cancel_all();
   sync.stop();
+  // Greylist state first: it is small, and the next instance to see these senders needs it.
+  std::size_t greylist_left = co_await greylist.flush_now(std::max(grace_end, steady::now() + 2s));
   std::size_t left = 0;
   if (cfg.event_log_enable) {
     left = co_await elog.flush_now(std::max(grace_end, steady::now() + 2s));
   }
   log(log_level::info, "shutdown_complete",
-      "requests={} event_rows_written={} event_rows_lost={} event_rows_spilled={} abandoned={}", requests,
-      elog.written(), left + elog.dropped(), elog.spilled(), abandoned);
+      "requests={} event_rows_written={} event_rows_lost={} event_rows_spilled={} greylist_reads={} "
+      "greylist_lookups={} greylist_memory_hits={} greylist_flushes={} greylist_rows_written={} "
+      "greylist_rows_lost={} abandoned={}",
+      requests, elog.written(), left + elog.dropped(), elog.spilled(), greylist.reads(), greylist.lookups(),
+      greylist.memory_hits(), greylist.flushes(), greylist.written(), greylist_left, abandoned);
 }
 
 }  // namespace lupine::policyd

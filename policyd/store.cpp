@@ -1,7 +1,10 @@
 // policyd's SQL; see store.hpp. Runs on db_pool threads only.
 #include "policyd/store.hpp"
 
+#include <algorithm>
 #include <ctime>
+#include <stdexcept>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -99,14 +102,165 @@ void prepare_greylist(db_session& s) {
   s.conn.prepare("gl_count_pass", count_pass_sql);
 }
 
-// Whether a row seen at `last_seen` needs its last_seen rewritten now: at most about hourly,
-// so that known senders and auto-allow-listed clients cost a read, not a write.
+// The batched forms (greylist_read with several keys, greylist_write_batch) take arrays,
+// one per column, as PostgreSQL array literals: pqxx 6 has no array parameters.
+constexpr const char* read_many_sql =
+    "SELECT a.passes, (extract(epoch FROM a.last_seen) * 1000000)::bigint,"
+    " (extract(epoch FROM g.first_seen) * 1000000)::bigint, (extract(epoch FROM g.last_seen) * 1000000)::bigint,"
+    " (extract(epoch FROM g.passed_at) * 1000000)::bigint, g.attempts"
+    " FROM unnest($1::inet[], $2::cidr[], $3::text[], $4::text[]) WITH ORDINALITY AS k (addr, net, sender, rcpt, i)"
+    " LEFT JOIN LATERAL (SELECT passes, last_seen FROM greylist_awl WHERE client_addr = k.addr) a ON true"
+    " LEFT JOIN LATERAL (SELECT first_seen, last_seen, passed_at, attempts FROM greylist"
+    "   WHERE client_net = k.net AND sender = k.sender AND recipient = k.rcpt) g ON true"
+    " ORDER BY k.i";
+
+constexpr const char* write_triplets_sql =
+    "INSERT INTO greylist AS g (client_net, sender, recipient, first_seen, last_seen, passed_at, attempts)"
+    " SELECT k.net, k.sender, k.rcpt, to_timestamp(k.fs / 1000000.0), to_timestamp(k.ls / 1000000.0),"
+    "  to_timestamp(k.pa / 1000000.0), k.delta"
+    " FROM unnest($1::cidr[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::int[])"
+    "  WITH ORDINALITY AS k (net, sender, rcpt, fs, ls, pa, delta, i)"
+    " ORDER BY k.i"
+    " ON CONFLICT (client_net, sender, recipient) DO UPDATE SET"
+    "  first_seen = LEAST(g.first_seen, EXCLUDED.first_seen),"
+    "  last_seen = GREATEST(g.last_seen, EXCLUDED.last_seen),"
+    "  passed_at = LEAST(g.passed_at, EXCLUDED.passed_at),"
+    "  attempts = g.attempts + EXCLUDED.attempts";
+
+// New clients are inserted; existing ones updated with the passes counted in memory. A
+// client inserted by another instance between this statement's snapshot and its INSERT
+// loses this batch's count (ON CONFLICT DO NOTHING): one pass, once, in a rare race.
+constexpr const char* write_awl_sql =
+    "WITH k AS (SELECT * FROM unnest($1::inet[], $2::bigint[], $3::int[], $4::bigint[], $5::bigint[])"
+    "   AS k (addr, seen, n, first_pass, last_pass)),"
+    " ins AS (INSERT INTO greylist_awl (client_addr, passes, last_counted, last_seen)"
+    "   SELECT addr, n, to_timestamp(last_pass / 1000000.0), to_timestamp(seen / 1000000.0) FROM k WHERE n > 0"
+    "   ON CONFLICT (client_addr) DO NOTHING RETURNING client_addr)"
+    " UPDATE greylist_awl a SET"
+    "  passes = a.passes + CASE WHEN k.n = 0 THEN 0"
+    "   WHEN a.last_counted <= to_timestamp((k.first_pass - $6::bigint) / 1000000.0) THEN k.n ELSE k.n - 1 END,"
+    "  last_counted = CASE WHEN k.n > 1 OR (k.n = 1 AND"
+    "   a.last_counted <= to_timestamp((k.first_pass - $6::bigint) / 1000000.0))"
+    "   THEN to_timestamp(k.last_pass / 1000000.0) ELSE a.last_counted END,"
+    "  last_seen = GREATEST(a.last_seen, to_timestamp(k.seen / 1000000.0))"
+    " FROM k WHERE a.client_addr = k.addr AND k.addr NOT IN (SELECT client_addr FROM ins)";
+
+void prepare_batches(db_session& s) {
+  if (!s.initialized.insert("greylist_batch").second) return;
+  s.conn.prepare("gl_read_many", read_many_sql);
+  s.conn.prepare("gl_write_triplets", write_triplets_sql);
+  s.conn.prepare("gl_write_awl", write_awl_sql);
+}
+
+// A PostgreSQL array literal: {"a","b\"c"} or {1,NULL,3}. Text reaching here is valid UTF-8
+// without NUL (to_valid_utf8, bounded_key), so quoting '"' and '\\' is all it needs.
+class array_literal {
+ public:
+  void add(std::string_view v) {
+    out_ += out_.empty() ? '{' : ',';
+    out_ += '"';
+    for (char c : v) {
+      if (c == '"' || c == '\\') out_ += '\\';
+      out_ += c;
+    }
+    out_ += '"';
+  }
+  void add(long long v) {
+    out_ += out_.empty() ? '{' : ',';
+    out_ += std::to_string(v);
+  }
+  void add_null() {
+    out_ += out_.empty() ? '{' : ',';
+    out_ += "NULL";
+  }
+  bool empty() const { return out_.empty(); }
+  std::string str() const { return out_.empty() ? std::string{"{}"} : out_ + '}'; }
+
+ private:
+  std::string out_;
+};
+
+}  // namespace
+
 bool needs_touch(sys_time last_seen, sys_time now, std::chrono::milliseconds max_age) {
   auto every = std::min<std::chrono::milliseconds>(std::chrono::hours{1}, max_age / 10);
   return now - last_seen > every;
 }
 
-}  // namespace
+std::vector<greylist_lookup> greylist_read(db_session& s, const std::vector<greylist_key>& keys) {
+  std::vector<greylist_lookup> out(keys.size());
+  if (keys.empty()) return out;
+  auto fill = [](greylist_lookup& l, const pqxx::row& row) {
+    if (!row[0].is_null()) {
+      l.awl_passes = row[0].as<int>();
+      l.awl_last_seen = from_us(row[1].as<long long>());
+    }
+    if (!row[2].is_null()) l.triplet = to_entry(row, 2);
+  };
+  pqxx::nontransaction ntx{s.conn};
+  if (keys.size() == 1) {
+    prepare_greylist(s);
+    const auto& k = keys[0];
+    fill(out[0], ntx.exec_prepared1("gl_read", k.client_addr, k.client_net, k.sender, k.recipient));
+    return out;
+  }
+  prepare_batches(s);
+  array_literal addrs, nets, senders, rcpts;
+  for (const auto& k : keys) {
+    addrs.add(k.client_addr);
+    nets.add(k.client_net);
+    senders.add(k.sender);
+    rcpts.add(k.recipient);
+  }
+  auto r = ntx.exec_prepared("gl_read_many", addrs.str(), nets.str(), senders.str(), rcpts.str());
+  if (r.size() != keys.size()) throw std::runtime_error{"greylist_read: row count differs from key count"};
+  for (std::size_t i = 0; i < keys.size(); ++i) fill(out[i], r[static_cast<pqxx::result::size_type>(i)]);
+  return out;
+}
+
+void greylist_write_batch(db_session& s, std::vector<triplet_write> triplets, std::vector<awl_write> awl,
+                          std::chrono::milliseconds awl_count_interval) {
+  if (triplets.empty() && awl.empty()) return;
+  prepare_batches(s);
+  pqxx::work tx{s.conn};
+  if (!triplets.empty()) {
+    std::sort(triplets.begin(), triplets.end(), [](const triplet_write& a, const triplet_write& b) {
+      return std::tie(a.key.client_net, a.key.sender, a.key.recipient) <
+             std::tie(b.key.client_net, b.key.sender, b.key.recipient);
+    });
+    array_literal nets, senders, rcpts, firsts, lasts, passes, deltas;
+    for (const auto& t : triplets) {
+      nets.add(t.key.client_net);
+      senders.add(t.key.sender);
+      rcpts.add(t.key.recipient);
+      firsts.add(to_us(t.entry.first_seen));
+      lasts.add(to_us(t.entry.last_seen));
+      if (t.entry.passed_at) {
+        passes.add(to_us(*t.entry.passed_at));
+      } else {
+        passes.add_null();
+      }
+      deltas.add(static_cast<long long>(t.attempts_delta));
+    }
+    tx.exec_prepared("gl_write_triplets", nets.str(), senders.str(), rcpts.str(), firsts.str(), lasts.str(),
+                     passes.str(), deltas.str());
+  }
+  if (!awl.empty()) {
+    std::sort(awl.begin(), awl.end(),
+              [](const awl_write& a, const awl_write& b) { return a.client_addr < b.client_addr; });
+    array_literal addrs, seen, passes, firsts, lasts;
+    for (const auto& a : awl) {
+      addrs.add(a.client_addr);
+      seen.add(to_us(a.seen));
+      passes.add(static_cast<long long>(a.passes));
+      firsts.add(to_us(a.first_pass));
+      lasts.add(to_us(a.last_pass));
+    }
+    tx.exec_prepared("gl_write_awl", addrs.str(), seen.str(), passes.str(), firsts.str(), lasts.str(),
+                     static_cast<long long>(duration_cast<microseconds>(awl_count_interval).count()));
+  }
+  tx.commit();
+}
 
 greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_time now, const greylist_db_params& p) {
   prepare_greylist(s);
@@ -330,17 +484,9 @@ std::string measure_array(const std::vector<send_limit>& limits) {
 
 // A text[] literal: every element quoted, with backslash and quote escaped.
 std::string text_array(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (const auto& it : items) {
-    if (out.size() > 1) out += ',';
-    out += '"';
-    for (char c : it) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
+  array_literal out;
+  for (const auto& it : items) out.add(it);
+  return out.str();
 }
 
 constexpr const char* send_check_sql =

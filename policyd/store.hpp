@@ -43,6 +43,49 @@ struct greylist_answer {
 // the new state. A pass counts towards the client's auto-allow-list.
 greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_time now, const greylist_db_params& p);
 
+// Whether a row last seen at `last_seen` needs last_seen rewritten now: at most about
+// hourly (a tenth of max_age when that is shorter), so that known senders and
+// auto-allow-listed clients cost a read, not a write.
+bool needs_touch(sys_time last_seen, sys_time now, std::chrono::milliseconds max_age);
+
+// What one batched read found for a key: its client's auto-allow-list row and its triplet.
+struct greylist_lookup {
+  std::optional<int> awl_passes;  // nullopt: the client has no auto-allow-list row
+  sys_time awl_last_seen{};
+  std::optional<greylist_entry> triplet;
+  bool operator==(const greylist_lookup&) const = default;
+};
+
+// One statement, no transaction, no lock: both rows of every key, in the keys' order. One
+// key uses the single-key statement; more use arrays and one index lookup per key.
+std::vector<greylist_lookup> greylist_read(db_session& s, const std::vector<greylist_key>& keys);
+
+// A triplet's state decided in memory (greylist_engine), written later. Merged with the
+// row another instance may have written meanwhile: the earliest first_seen and passed_at,
+// the latest last_seen, and attempts_delta added to attempts (an absent row is inserted
+// with attempts_delta as its attempts).
+struct triplet_write {
+  greylist_key key;
+  greylist_entry entry;
+  int attempts_delta = 0;
+};
+
+// A client's auto-allow-list change: `passes` passes counted in memory (each at least
+// awl_count_interval after the one before; the first of them counts only when the stored
+// last_counted is that far behind, as greylist_transact counts), and last_seen. With no
+// passes, only last_seen is refreshed (a row that does not exist is not created).
+struct awl_write {
+  std::string client_addr;
+  sys_time seen{};
+  int passes = 0;
+  sys_time first_pass{}, last_pass{};
+};
+
+// Writes both lists in one transaction (triplets in key order, so instances flushing the
+// same keys cannot deadlock). Keys must be distinct within each list.
+void greylist_write_batch(db_session& s, std::vector<triplet_write> triplets, std::vector<awl_write> awl,
+                          std::chrono::milliseconds awl_count_interval);
+
 // (kind, value) rows of the allowlist table.
 std::vector<std::pair<std::string, std::string>> load_allowlist_rows(db_session& s);
 

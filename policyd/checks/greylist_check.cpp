@@ -38,12 +38,16 @@ std::string rfc5322_date(sys_time t) {
   return buf;
 }
 
-greylist_check::greylist_check(const policyd_config& cfg, db_pool& db) : cfg_{cfg}, db_{db} {
-  params_.triplet = cfg.greylist;
-  params_.awl_clients = cfg.greylist_awl_clients;
-  params_.awl_max_age = cfg.greylist_awl_max_age;
-  params_.awl_count_interval = cfg.greylist_awl_count_interval;
+greylist_db_params greylist_settings(const policyd_config& cfg) {
+  greylist_db_params p;
+  p.triplet = cfg.greylist;
+  p.awl_clients = cfg.greylist_awl_clients;
+  p.awl_max_age = cfg.greylist_awl_max_age;
+  p.awl_count_interval = cfg.greylist_awl_count_interval;
+  return p;
 }
+
+greylist_check::greylist_check(const policyd_config& cfg, greylist_engine& engine) : cfg_{cfg}, engine_{engine} {}
 
 std::string greylist_check::defer_action(std::chrono::seconds wait, std::string_view recipient) const {
   std::string text;
@@ -107,11 +111,7 @@ boost::asio::awaitable<check_result> greylist_check::evaluate(const request_cont
   key.recipient = bounded_key(to_valid_utf8(normalize_recipient(req.get("recipient"))));
   key.sender = bounded_key(to_valid_utf8(normalize_sender(req.get("sender"), req.get("recipient"))));
   auto now = ctx.now;
-  auto params = params_;
-  std::function<greylist_answer(db_session&)> job = [key, now, params](db_session& s) {
-    return greylist_transact(s, key, now, params);
-  };
-  auto answer = co_await db_.run<greylist_answer>(std::move(job), ctx.deadline);
+  auto answer = co_await engine_.decide(key, now, ctx.deadline);
   if (!answer) {
     r.degraded = true;
     r.reason = "degraded:greylist";

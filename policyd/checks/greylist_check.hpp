@@ -3,8 +3,8 @@
 //
 // Skipped for other protocol states, for SASL-authenticated sessions and for requests
 // without a usable client address. The triplet lives in PostgreSQL (shared by all
-// instances) and is read and written by one job on the db pool, bounded by the request
-// deadline. When the database cannot answer, greylist.on_db_error decides: dunno (fail
+// instances); greylist_engine reads it in batches and writes it behind, bounded by the
+// request deadline. When the database cannot answer, greylist.on_db_error decides: dunno (fail
 // open: the mail is not greylisted) or defer. Logs nothing itself: the decision line
 // carries the reason.
 #pragma once
@@ -13,16 +13,15 @@
 #include <string>
 #include <unordered_set>
 
-#include "core/db.hpp"
 #include "policyd/config.hpp"
+#include "policyd/greylist_engine.hpp"
 #include "policyd/pipeline.hpp"
-#include "policyd/store.hpp"
 
 namespace lupine::policyd {
 
 class greylist_check final : public check {
  public:
-  greylist_check(const policyd_config& cfg, db_pool& db);
+  greylist_check(const policyd_config& cfg, greylist_engine& engine);
   std::string_view name() const override { return "greylist"; }
   boost::asio::awaitable<check_result> evaluate(const request_context& ctx) override;
 
@@ -35,11 +34,13 @@ class greylist_check final : public check {
   bool first_header_for(std::string_view instance);
 
   const policyd_config& cfg_;
-  db_pool& db_;
-  greylist_db_params params_;
+  greylist_engine& engine_;
   std::deque<std::string> recent_instances_;
   std::unordered_set<std::string> recent_set_;
 };
+
+// The greylisting parameters of cfg, as greylist_transact and greylist_engine take them.
+greylist_db_params greylist_settings(const policyd_config& cfg);
 
 // v itself when it is at most 320 bytes, else its first 200 bytes plus a 128-bit hash of the
 // whole: what greylisting stores as a sender or recipient key.

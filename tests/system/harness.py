@@ -131,6 +131,14 @@ def query_value(dsn, sql):
     return out
 
 
+def wait_query(dsn, sql, expected, timeout=5.0):
+    """Polls a one-value query until it returns expected (greylist writes are batched:
+    greylist.write_behind, 200 ms by default); returns it or raises."""
+    wait_until(lambda: query_value(dsn, sql) == expected, timeout, interval=0.05,
+               what="%s = %s" % (sql, expected))
+    return expected
+
+
 def sql_quote(text):
     return "'" + text.replace("'", "''") + "'"
 

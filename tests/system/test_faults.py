@@ -15,7 +15,7 @@ import time
 import unittest
 
 from harness import (ROOT, SystemTestCase, free_port, make_tmpdir, query_rows, query_value, run_policyd,
-                     sql_quote, unique_word, wait_until, EX_CONFIG)
+                     sql_quote, unique_word, wait_query, wait_until, EX_CONFIG)
 
 PG_UP = os.path.join(ROOT, "scripts", "pg_up.sh")
 
@@ -167,6 +167,27 @@ class FaultTest(SystemTestCase):
         self.db_start()
         d.start()
         self.assertEqual(self.wait_rows(p, 40), 40)
+
+    def test_greylist_writes_wait_out_an_outage(self):
+        # A 10 s write-behind interval: the first flush comes after the database is stopped.
+        d = self.policyd(dict(FAST, **{"greylist.write_behind": "10s"}), name="fault-grey")
+        w = unique_word(6)
+        triplets = [("g%d.%s@s.example" % (i, w), "r%d.%s@rcpt.example" % (i, w)) for i in range(20)]
+        with d.client() as c:
+            for s, r in triplets:
+                self.assertRegex(c.request(sender=s, recipient=r), r"^DEFER_IF_PERMIT 4\.7\.1 Greylisted")
+            self.db_stop()
+            # Pending triplets answer from memory: early retries are deferred, not failed open.
+            for s, r in triplets:
+                self.assertRegex(c.request(sender=s, recipient=r), r"^DEFER_IF_PERMIT 4\.7\.1 Greylisted")
+            # A triplet the database must be asked about follows greylist.on_db_error.
+            self.assertEqual(c.request(sender="new.%s@s.example" % w, recipient="new@rcpt.example"), "DUNNO")
+        d.wait_for_log(r"greylist_write_failed rows=20", timeout=20)
+        self.db_start()
+        wait_query(self.dsn, "SELECT count(*) FROM greylist WHERE sender LIKE 'g%%.%s@s.example' AND attempts = 2"
+                   % w, "20", timeout=20)
+        self.assertEqual(d.stop(), 0)
+        self.assertIn("greylist_rows_lost=0", d.wait_for_log(r"shutdown_complete")[0])
 
     def test_full_disk_is_a_clear_error_and_the_loss_is_counted(self):
         mnt = os.path.join(make_tmpdir(), "small")

@@ -8,7 +8,7 @@ import signal
 import time
 import unittest
 
-from harness import (SystemTestCase, new_instance, unique_word, psql, query_rows, query_value,
+from harness import (SystemTestCase, new_instance, unique_word, psql, query_rows, query_value, wait_query,
                      sql_quote, sleep_until, wait_until)
 
 DELAY = 2.0
@@ -85,6 +85,9 @@ class GreylistTest(SystemTestCase):
         # Known triplet later (another transaction): DUNNO.
         self.assertEqual(self.req(sender=sender, recipient=a), "DUNNO")
         self.assertEqual(self.req(sender=sender, recipient=b), "DUNNO")
+        # Written behind (greylist.write_behind): the pass reaches the table within the interval.
+        wait_query(self.dsn, "SELECT passed_at IS NOT NULL FROM greylist WHERE recipient = %s"
+                   % sql_quote(a.lower()), "t")
         rows = self.greylist_row(a)
         self.assertEqual(len(rows), 1, rows)
         self.assertEqual(rows[0][0], "192.0.2.0/24")
@@ -354,6 +357,8 @@ class AutoAllowlistTest(SystemTestCase):
                              r"^DEFER_IF_PERMIT ")
             self.assertRegex(c.request(client_address=client, sender="two.%s@s.example" % w, recipient=r2),
                              HEADER_RX % "awl")
+            # Passes are counted by the batched writes, within greylist.write_behind.
+            wait_query(self.dsn, "SELECT passes FROM greylist_awl WHERE client_addr = '%s'" % client, "2")
             # Now a brand-new triplet from that address is not deferred...
             r3 = rcpt()
             inst = new_instance()
@@ -390,6 +395,100 @@ class AutoAllowlistTest(SystemTestCase):
                                            recipient=r), HEADER_RX % "noawl")
             self.assertRegex(c.request(client_address=client, sender="new.%s@s.example" % w, recipient=rcpt()),
                              r"^DEFER_IF_PERMIT ")
+
+
+def shutdown_stats(d):
+    """The key=value counters of policyd's shutdown_complete line, as ints."""
+    line = d.wait_for_log(r"shutdown_complete")[0]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+class WriteBehindTest(SystemTestCase):
+    """greylist.write_behind: batched reads, decisions from memory, batched merged writes."""
+
+    def test_fewer_round_trips_than_decisions_under_load(self):
+        import threading
+        d = self.policyd({"greylist.delay": "1h"}, name="wb-load")
+        w = unique_word(6)
+        n_conn, per_conn = 16, 40
+        errors = []
+
+        def send(k):
+            try:
+                with d.client() as c:
+                    for i in range(per_conn):
+                        s, r = "wb%d-%d.%s@s.example" % (k, i, w), "r%d-%d.%s@rcpt.example" % (k, i, w)
+                        for _ in range(2):  # a first attempt and an early retry
+                            action = c.request(client_address="198.51.%d.%d" % (k, i + 1), sender=s, recipient=r)
+                            if not action.startswith("DEFER_IF_PERMIT 4.7.1 Greylisted"):
+                                errors.append(action)
+            except Exception as e:  # reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(n_conn)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(d.stop(), 0)
+        st = shutdown_stats(d)
+        decisions = n_conn * per_conn * 2
+        self.assertEqual(st["requests"], decisions)
+        # Every key looked up or answered from memory; concurrent reads shared statements.
+        self.assertEqual(st["greylist_lookups"] + st["greylist_memory_hits"], decisions, st)
+        self.assertLess(st["greylist_reads"], st["greylist_lookups"], st)
+        self.assertLessEqual(st["greylist_reads"] + st["greylist_flushes"], decisions, st)
+        self.assertEqual(st["greylist_rows_lost"], 0)
+        # Every triplet stored once, with both attempts (merged when the retry came after a flush).
+        rows = query_rows(self.dsn, "SELECT attempts, count(*) FROM greylist WHERE sender LIKE 'wb%%.%s@s.example' "
+                                    "GROUP BY attempts" % w)
+        self.assertEqual(rows, [["2", str(n_conn * per_conn)]])
+
+    def test_sigterm_writes_what_is_pending(self):
+        # A 10 s interval: nothing is written before the SIGTERM.
+        d = self.policyd({"greylist.delay": "1h", "greylist.write_behind": "10s"}, name="wb-term")
+        w = unique_word(6)
+        with d.client() as c:
+            for i in range(20):
+                self.assertRegex(c.request(sender="t%d.%s@s.example" % (i, w), recipient=rcpt()), r"^DEFER_IF_PERMIT ")
+        self.assertEqual(query_value(self.dsn, "SELECT count(*) FROM greylist WHERE sender LIKE 't%%.%s@s.example'"
+                                     % w), "0")
+        self.assertEqual(d.stop(), 0)
+        st = shutdown_stats(d)
+        self.assertEqual((st["greylist_rows_lost"], st["greylist_flushes"]), (0, 1), st)
+        self.assertEqual(query_value(self.dsn, "SELECT count(*) FROM greylist WHERE sender LIKE 't%%.%s@s.example'"
+                                     % w), "20")
+
+    def test_pending_triplet_merges_with_what_another_instance_wrote(self):
+        d = self.policyd({"greylist.delay": "1h", "greylist.write_behind": "10s"}, name="wb-merge")
+        sender, r = "m.%s@s.example" % unique_word(), rcpt()
+        with d.client() as c:
+            self.assertEqual(c.request(sender=sender, recipient=r), deferred(3600))
+            # Meanwhile another instance stored the triplet, seen 10 minutes earlier, 4 attempts.
+            psql(self.dsn, "INSERT INTO greylist (client_net, sender, recipient, first_seen, last_seen, attempts) "
+                           "VALUES ('192.0.2.0/24', %s, %s, now() - interval '10 minutes', "
+                           "now() - interval '1 minute', 4)" % (sql_quote(sender), sql_quote(r.lower())))
+            # This instance answers its own early retry from memory (its clock, not the row's).
+            self.assertEqual(c.request(sender=sender, recipient=r), deferred(3600))
+        self.assertEqual(d.stop(), 0)
+        row = query_rows(self.dsn, "SELECT now() - first_seen > interval '9 minutes', last_seen > now() - "
+                                   "interval '30 seconds', passed_at IS NULL, attempts FROM greylist "
+                                   "WHERE sender = %s" % sql_quote(sender))
+        # Merged: the earliest first sighting, the latest last_seen, both instances' attempts.
+        self.assertEqual(row, [["t", "t", "t", "6"]])
+
+    def test_zero_writes_before_answering(self):
+        d = self.policyd({"greylist.delay": "1h", "greylist.write_behind": "0s"}, name="wb-zero")
+        with d.client() as c:
+            for i in range(5):
+                sender, r = "z%d.%s@s.example" % (i, unique_word()), rcpt()
+                self.assertRegex(c.request(sender=sender, recipient=r), r"^DEFER_IF_PERMIT ")
+                self.assertEqual(query_value(self.dsn, "SELECT attempts FROM greylist WHERE sender = %s"
+                                             % sql_quote(sender)), "1")
+        self.assertEqual(d.stop(), 0)
+        st = shutdown_stats(d)
+        self.assertEqual((st["greylist_lookups"], st["greylist_flushes"]), (0, 0), st)
 
 
 class WindowsTest(SystemTestCase):

@@ -5,7 +5,7 @@ import threading
 import time
 import unittest
 
-from harness import (SystemTestCase, Policyd, Client, create_database, drop_database, new_instance,
+from harness import (SystemTestCase, Policyd, Client, create_database, drop_database, new_instance, wait_query,
                      unique_word, psql, query_rows, query_value, sql_quote, sleep_until, migration_names)
 
 HEADER_RX = r"^PREPEND X-Greylist: delayed \d+ seconds? by lupine-policyd at %s; .+ \+0000$"
@@ -39,6 +39,8 @@ class TwoInstancesTest(SystemTestCase):
             self.assertEqual(cb.request(sender=sender, recipient=r), deferred(1))
             sleep_until(t0 + 2.3)
             self.assertRegex(cb.request(sender=sender, recipient=r), HEADER_RX % "mx-b")
+            # B writes the pass behind (greylist.write_behind); once stored, A knows it too.
+            wait_query(self.dsn, "SELECT passed_at IS NOT NULL FROM greylist WHERE recipient = %s" % sql_quote(r), "t")
             # Passed for both instances now.
             self.assertEqual(ca.request(sender=sender, recipient=r), "DUNNO")
             self.assertEqual(cb.request(sender=sender, recipient=r), "DUNNO")
@@ -68,13 +70,18 @@ class TwoInstancesTest(SystemTestCase):
                 # (The wait may read 3 here: see test_wait_never_exceeds_delay_when_first_seen_is_ahead.)
                 self.assertRegex(action, r"^DEFER_IF_PERMIT 4\.7\.1 Greylisted, retry in \d+ seconds$")
         for r in recipients:
-            self.assertEqual(query_value(self.dsn, "SELECT count(*) FROM greylist WHERE recipient = %s"
-                                         % sql_quote(r)), "1")
+            wait_query(self.dsn, "SELECT count(*) FROM greylist WHERE recipient = %s" % sql_quote(r), "1")
         sleep_until(t0 + 2.3)
         with self.a.client() as ca, self.b.client() as cb:
             for i, (s, r) in enumerate(zip(senders, recipients)):
                 c, name = (ca, "mx-a") if i % 2 else (cb, "mx-b")
                 self.assertRegex(c.request(sender=s, recipient=r), HEADER_RX % name)
+            # Each pass is written behind; once stored, the other instance knows it too.
+            # (Within the flush interval the other instance would pass it as well, with the
+            # header: the triplet was delayed for both.)
+            for i, (s, r) in enumerate(zip(senders, recipients)):
+                wait_query(self.dsn, "SELECT passed_at IS NOT NULL FROM greylist WHERE recipient = %s"
+                           % sql_quote(r), "t")
                 self.assertEqual((cb if i % 2 else ca).request(sender=s, recipient=r), "DUNNO")
 
     def test_under_load_every_triplet_seen_on_one_passes_on_the_other(self):
@@ -107,9 +114,8 @@ class TwoInstancesTest(SystemTestCase):
         self.assertEqual(errors, [])
         for key, action in list(first.items()) + list(on_b.items()):
             self.assertRegex(action, r"^DEFER_IF_PERMIT 4\.7\.1 Greylisted, retry in [123] seconds$", key)
-        self.assertEqual(query_value(self.dsn, "SELECT count(*) FROM greylist WHERE sender LIKE 'load%%' "
-                                               "AND recipient IN (%s)"
-                                     % ", ".join(sql_quote(r) for _, r in triplets)), str(len(triplets)))
+        wait_query(self.dsn, "SELECT count(*) FROM greylist WHERE sender LIKE 'load%%' AND recipient IN (%s)"
+                   % ", ".join(sql_quote(r) for _, r in triplets), str(len(triplets)))
         sleep_until(time.monotonic() + 2.2)  # the delay, counted from the last first sighting
         second = {}
         wave([(self.b, triplets[k * per_conn:(k + 1) * per_conn], second) for k in range(n_conn)])

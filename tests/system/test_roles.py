@@ -22,7 +22,7 @@ import unittest
 
 from harness import (ROOT, Policyd, SystemTestCase, _psql_binary, dsn_with_db, make_tmpdir,
                      migrate, new_instance, psql, query_rows, query_value, run_abusectl, run_policyd, sql_quote,
-                     unique_word, wait_until)
+                     unique_word, wait_query, wait_until)
 
 RESTRICTED = ("550 5.7.1 Account restricted to webmail: sending from mail programs is disabled, "
               "webmail still works")
@@ -193,11 +193,9 @@ class RolesTest(RoleTestCase):
         inst = new_instance()
         sender = "%s@%s.example" % (unique_word(), unique_word(5))
         self.assertDeferred(self.c.request(client_address="203.0.113.5", sender=sender, instance=inst))
-        self.assertEqual(query_value(self.dsn, "SELECT attempts FROM greylist WHERE sender = %s" % sql_quote(sender)),
-                         "1")
+        wait_query(self.dsn, "SELECT attempts FROM greylist WHERE sender = %s" % sql_quote(sender), "1")
         self.assertDeferred(self.c.request(client_address="203.0.113.5", sender=sender, instance=inst))
-        self.assertEqual(query_value(self.dsn, "SELECT attempts FROM greylist WHERE sender = %s" % sql_quote(sender)),
-                         "2")
+        wait_query(self.dsn, "SELECT attempts FROM greylist WHERE sender = %s" % sql_quote(sender), "2")
         self.wait_event_rows(inst, 2)
         rows = query_rows(self.dsn, "SELECT tableoid::regclass, verdict, reason FROM event_log"
                                     " WHERE postfix_instance = %s" % sql_quote(inst))
