@@ -74,42 +74,63 @@ void vlog(log_level lvl, std::string_view event, fmt::string_view f, fmt::format
   }
 }
 
-std::string log_quote(std::string_view v) {
-  bool plain = !v.empty();
+namespace {
+
+bool plain_token(std::string_view v) {
+  if (v.empty()) return false;
   for (unsigned char c : v) {
-    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f) {
-      plain = false;
-      break;
-    }
+    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f) return false;
   }
-  if (plain) return std::string{v};
-  std::string out;
-  out.reserve(v.size() + 2);
+  return true;
+}
+
+void append_quoted(fmt::memory_buffer& out, std::string_view v) {
+  if (plain_token(v)) {
+    out.append(v);
+    return;
+  }
   out.push_back('"');
   for (unsigned char c : v) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"': out.append(std::string_view{"\\\""}); break;
+      case '\\': out.append(std::string_view{"\\\\"}); break;
+      case '\n': out.append(std::string_view{"\\n"}); break;
+      case '\r': out.append(std::string_view{"\\r"}); break;
+      case '\t': out.append(std::string_view{"\\t"}); break;
       default:
         if (c < ' ' || c == 0x7f) {
-          out += fmt::format("\\x{:02x}", c);
+          fmt::format_to(std::back_inserter(out), "\\x{:02x}", c);
         } else {
           out.push_back(static_cast<char>(c));
         }
     }
   }
   out.push_back('"');
-  return out;
 }
 
-std::string kv(std::string_view key, std::string_view value) {
-  std::string out{key};
+}  // namespace
+
+std::string log_quote(std::string_view v) {
+  if (plain_token(v)) return std::string{v};
+  fmt::memory_buffer out;
+  append_quoted(out, v);
+  return fmt::to_string(out);
+}
+
+void append_log_field(fmt::memory_buffer& out, const log_field& f) {
+  if (f.optional) {
+    if (f.value.empty()) return;
+    out.push_back(' ');
+  }
+  out.append(f.key);
   out.push_back('=');
-  out += log_quote(value);
-  return out;
+  append_quoted(out, f.value);
+}
+
+std::string to_string(const log_field& f) {
+  fmt::memory_buffer out;
+  append_log_field(out, f);
+  return fmt::to_string(out);
 }
 
 }  // namespace lupine

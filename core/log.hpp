@@ -37,7 +37,32 @@ void log(log_level lvl, std::string_view event, fmt::format_string<Args...> f, A
 // with `"`, `\` and control characters escaped. Empty values become "".
 std::string log_quote(std::string_view v);
 
-// key=value with the value quoted as needed.
-std::string kv(std::string_view key, std::string_view value);
+// key=value with the value quoted as needed, written straight into the line (no string of
+// its own: one decision line has ten of them). It refers to its arguments: pass it to log()
+// in the same expression, or make a string of it with to_string().
+struct log_field {
+  std::string_view key;
+  std::string_view value;
+  bool optional = false;  // kv_opt: nothing when value is empty, else a space and key=value
+};
+inline log_field kv(std::string_view key, std::string_view value) {
+  return log_field{key, value};
+}
+inline log_field kv_opt(std::string_view key, std::string_view value) {
+  return log_field{key, value, true};
+}
+std::string to_string(const log_field& f);
+// Appends key=quoted value (kv_opt: see there).
+void append_log_field(fmt::memory_buffer& out, const log_field& f);
 
 }  // namespace lupine
+
+template <>
+struct fmt::formatter<lupine::log_field> {
+  constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
+  auto format(const lupine::log_field& f, format_context& ctx) const {
+    fmt::memory_buffer buf;
+    lupine::append_log_field(buf, f);
+    return std::copy(buf.begin(), buf.end(), ctx.out());
+  }
+};

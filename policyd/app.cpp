@@ -179,9 +179,13 @@ int run_app(int argc, char** argv) {
   boost::asio::io_context io{1};
   db_pool db{db_options{cfg.database, cfg.db_threads, cfg.db_max_inflight, cfg.db_statement_timeout,
                         std::chrono::milliseconds{1000}, "lupine-policyd", true}};
+  // Greylisting's own two connections: one read and one flush in flight at a time
+  // (greylist_engine), never queued behind the event log's COPY on the shared pool.
+  db_pool greylist_db{db_options{cfg.database, 2, cfg.db_max_inflight, cfg.db_statement_timeout,
+                                 std::chrono::milliseconds{1000}, "lupine-policyd-greylist", true}};
   std::optional<server> srv_holder;
   try {
-    srv_holder.emplace(io, cfg, db);
+    srv_holder.emplace(io, cfg, db, greylist_db);
   } catch (const std::runtime_error& e) {
     std::cerr << "policyd: event_log.spill_dir: " << e.what() << "\n";
     return ex_config;
@@ -225,7 +229,10 @@ int run_app(int argc, char** argv) {
   io.run();
   // The pool's threads may sit in libpq on a database that stopped answering; do not let
   // them hold the exit (the event-log flush already had its deadline).
-  auto joined = std::async(std::launch::async, [&db] { db.stop(); });
+  auto joined = std::async(std::launch::async, [&db, &greylist_db] {
+    greylist_db.stop();
+    db.stop();
+  });
   if (joined.wait_for(std::chrono::seconds{5}) != std::future_status::ready) {
     log(log_level::error, "exit_forced", "database threads did not finish within 5s");
     std::_Exit(rc == 0 ? 1 : rc);

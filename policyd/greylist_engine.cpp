@@ -39,10 +39,11 @@ std::chrono::milliseconds bounded_interval(const greylist_engine_options& o, con
 
 }  // namespace
 
-greylist_engine::greylist_engine(asio::any_io_executor ex, db_pool& db, greylist_db_params params,
+greylist_engine::greylist_engine(asio::any_io_executor ex, db_pool& db, db_pool& own_db, greylist_db_params params,
                                  greylist_engine_options opts)
     : ex_{ex},
       db_{db},
+      own_db_{own_db},
       params_{std::move(params)},
       opts_{opts},
       interval_{bounded_interval(opts, params_.triplet)},
@@ -192,7 +193,7 @@ asio::awaitable<void> greylist_engine::read_batch(std::vector<read_waiter> batch
   std::function<std::vector<greylist_lookup>(db_session&)> job = [keys = std::move(keys)](db_session& s) {
     return greylist_read(s, keys);
   };
-  auto r = co_await db_.run<std::vector<greylist_lookup>>(std::move(job), deadline);
+  auto r = co_await own_db_.run<std::vector<greylist_lookup>>(std::move(job), deadline);
   --reads_in_flight_;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     if (r) {
@@ -235,7 +236,7 @@ asio::awaitable<bool> greylist_engine::flush_once(std::optional<steady::time_poi
     greylist_write_batch(s, std::move(tw), *sent_clients, interval);
     return true;
   };
-  auto r = co_await db_.run<bool>(std::move(job), deadline);
+  auto r = co_await own_db_.run<bool>(std::move(job), deadline);
   flushing_ = false;
   clients_in_flight_ = 0;
   for (const auto& row : trows) {

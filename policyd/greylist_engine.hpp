@@ -49,7 +49,7 @@ struct greylist_engine_options {
   std::chrono::milliseconds write_behind{std::chrono::milliseconds{200}};  // 0: write before answering
   std::size_t flush_rows = 1000;     // flush at once when this many triplets are pending
   std::size_t max_pending = 200000;  // triplets held for writing; beyond: the locked path
-  unsigned max_reads = 2;            // reads in flight; more asks wait and share the next
+  unsigned max_reads = 1;            // reads in flight; more asks wait and share the next
   std::size_t max_batch = 256;       // keys per read
 };
 
@@ -57,7 +57,9 @@ class greylist_engine {
  public:
   using steady = std::chrono::steady_clock;
 
-  greylist_engine(boost::asio::any_io_executor ex, db_pool& db, greylist_db_params params,
+  // Batched reads and flushes run on own_db (two threads suffice: one read and one flush
+  // in flight); the locked transaction on db, with the other checks.
+  greylist_engine(boost::asio::any_io_executor ex, db_pool& db, db_pool& own_db, greylist_db_params params,
                   greylist_engine_options opts);
   greylist_engine(const greylist_engine&) = delete;
   greylist_engine& operator=(const greylist_engine&) = delete;
@@ -119,6 +121,7 @@ class greylist_engine {
 
   boost::asio::any_io_executor ex_;
   db_pool& db_;
+  db_pool& own_db_;
   greylist_db_params params_;
   greylist_engine_options opts_;
   std::chrono::milliseconds interval_;

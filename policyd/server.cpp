@@ -106,8 +106,6 @@ greylist_engine_options greylist_engine_settings(const policyd_config& c) {
   greylist_engine_options o;
   o.write_behind = c.greylist_write_behind;
   o.max_pending = c.greylist_max_pending;
-  // Leave threads for the event log, the limits and the locked path.
-  o.max_reads = std::max(1u, c.db_threads / 2);
   return o;
 }
 
@@ -134,13 +132,13 @@ struct conn_state {
 }  // namespace
 
 struct server::impl {
-  impl(asio::io_context& io_, const policyd_config& cfg_, db_pool& db_, server& owner_)
+  impl(asio::io_context& io_, const policyd_config& cfg_, db_pool& db_, db_pool& greylist_db, server& owner_)
       : io{io_},
         cfg{cfg_},
         db{db_},
         owner{owner_},
         elog{io_.get_executor(), db_, event_log_settings(cfg_)},
-        greylist{io_.get_executor(), db_, greylist_settings(cfg_), greylist_engine_settings(cfg_)},
+        greylist{io_.get_executor(), db_, greylist_db, greylist_settings(cfg_), greylist_engine_settings(cfg_)},
         resolver{io_.get_executor(), resolver_options(cfg_)},
         sync{io_.get_executor(), owner_.directory_, cfg_.database, "lupine-policyd", cfg_.accounts_refresh_interval} {
     // Precedence, top-down: the account's state (authenticated requests), flood control
@@ -192,8 +190,8 @@ struct server::impl {
   void log_decision(const policy_request& req, const decision& d, std::chrono::microseconds took);
 };
 
-server::server(asio::io_context& io, const policyd_config& cfg, db_pool& db)
-    : impl_{std::make_unique<impl>(io, cfg, db, *this)} {}
+server::server(asio::io_context& io, const policyd_config& cfg, db_pool& db, db_pool& greylist_db)
+    : impl_{std::make_unique<impl>(io, cfg, db, greylist_db, *this)} {}
 
 server::~server() {
   for (const auto& p : impl_->unix_paths) ::unlink(p.c_str());
@@ -480,12 +478,11 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
 }
 
 void server::impl::log_decision(const policy_request& req, const decision& d, std::chrono::microseconds took) {
-  log(log_level::info, "decision", "verdict={} {} score={} {} {} {} {} {} {} {} ms={:.3f}{}{}", d.v,
+  log(log_level::info, "decision", "verdict={} {} score={} {} {} {} {} {} {} {} ms={:.3f}{}", d.v,
       kv("reason", d.reason), d.score, kv("state", req.get("protocol_state")), kv("client", req.get("client_address")),
       kv("helo", req.get("helo_name")), kv("sender", req.get("sender")), kv("rcpt", req.get("recipient")),
       kv("instance", req.get("instance")), kv("queue_id", req.get("queue_id")),
-      static_cast<double>(took.count()) / 1000.0, d.detail.empty() ? "" : " ",
-      d.detail.empty() ? std::string{} : kv("detail", d.detail));
+      static_cast<double>(took.count()) / 1000.0, kv_opt("detail", d.detail));
 }
 
 asio::awaitable<void> server::impl::handle_signals() {

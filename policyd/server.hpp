@@ -38,7 +38,9 @@ std::shared_ptr<const allowlist> build_allowlist(const policyd_config& cfg,
 
 class server {
  public:
-  server(boost::asio::io_context& io, const policyd_config& cfg, db_pool& db);
+  // db serves every check and the event log; greylist_db only greylisting's batched reads
+  // and writes (greylist_engine), so that they never wait behind an event-log COPY.
+  server(boost::asio::io_context& io, const policyd_config& cfg, db_pool& db, db_pool& greylist_db);
   ~server();
 
   // Binds every listener; throws config_error naming the endpoint when one cannot be bound.

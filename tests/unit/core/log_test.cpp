@@ -74,9 +74,12 @@ TEST_SUITE("log") {
   }
 
   TEST_CASE("kv joins key and quoted value with '='") {
-    CHECK(lupine::kv("client", "192.0.2.1") == "client=192.0.2.1");
-    CHECK(lupine::kv("helo", "evil host") == R"(helo="evil host")");
-    CHECK(lupine::kv("sender", "") == R"(sender="")");
+    CHECK(to_string(lupine::kv("client", "192.0.2.1")) == "client=192.0.2.1");
+    CHECK(to_string(lupine::kv("helo", "evil host")) == R"(helo="evil host")");
+    CHECK(fmt::format("a{}", lupine::kv_opt("detail", "")) == "a");
+    CHECK(fmt::format("a{}", lupine::kv_opt("detail", "x y")) == R"(a detail="x y")");
+    CHECK(fmt::format("{}", lupine::kv("k", "a\nb")) == R"(k="a\nb")");
+    CHECK(to_string(lupine::kv("sender", "")) == R"(sender="")");
   }
 
   TEST_CASE("a value from the network cannot forge a second line or an extra key") {
@@ -89,7 +92,7 @@ TEST_SUITE("log") {
         std::string{"x\0\naction=OK", 12},
     };
     for (const auto& a : attacks) {
-      auto got = lupine::kv("helo", a);
+      auto got = to_string(lupine::kv("helo", a));
       INFO("got: ", got);
       CHECK_MESSAGE(got.find('\n') == std::string::npos, "a raw newline would start a forged line");
       CHECK_MESSAGE(got.find('\r') == std::string::npos, "a raw CR could hide the line on a terminal");
