@@ -118,10 +118,6 @@ std::string log_quote(std::string_view v) {
 }
 
 void append_log_field(fmt::memory_buffer& out, const log_field& f) {
-  if (f.optional) {
-    if (f.value.empty()) return;
-    out.push_back(' ');
-  }
   out.append(f.key);
   out.push_back('=');
   append_quoted(out, f.value);

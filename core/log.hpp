@@ -43,16 +43,12 @@ std::string log_quote(std::string_view v);
 struct log_field {
   std::string_view key;
   std::string_view value;
-  bool optional = false;  // kv_opt: nothing when value is empty, else a space and key=value
 };
 inline log_field kv(std::string_view key, std::string_view value) {
   return log_field{key, value};
 }
-inline log_field kv_opt(std::string_view key, std::string_view value) {
-  return log_field{key, value, true};
-}
 std::string to_string(const log_field& f);
-// Appends key=quoted value (kv_opt: see there).
+// Appends key=quoted value.
 void append_log_field(fmt::memory_buffer& out, const log_field& f);
 
 }  // namespace lupine
@@ -63,6 +59,7 @@ struct fmt::formatter<lupine::log_field> {
   auto format(const lupine::log_field& f, format_context& ctx) const {
     fmt::memory_buffer buf;
     lupine::append_log_field(buf, f);
-    return std::copy(buf.begin(), buf.end(), ctx.out());
+    // format_to appends a string_view in one piece (std::copy would push char by char).
+    return fmt::format_to(ctx.out(), "{}", std::string_view{buf.data(), buf.size()});
   }
 };

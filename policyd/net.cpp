@@ -53,8 +53,26 @@ bool cidr::contains(const ip_address& a) const {
   return mask(u, prefix) == network;
 }
 
+std::string ip_to_string(const ip_address& a) {
+  if (!a.is_v4()) return a.to_string();
+  auto b = a.to_v4().to_bytes();
+  char buf[16];
+  char* p = buf;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    if (i > 0) *p++ = '.';
+    unsigned v = b[i];
+    if (v >= 100) *p++ = static_cast<char>('0' + v / 100);
+    if (v >= 10) *p++ = static_cast<char>('0' + v / 10 % 10);
+    *p++ = static_cast<char>('0' + v % 10);
+  }
+  return std::string{buf, p};
+}
+
 std::string cidr::to_string() const {
-  return network.to_string() + "/" + std::to_string(prefix);
+  auto out = ip_to_string(network);
+  out += '/';
+  out += std::to_string(prefix);
+  return out;
 }
 
 std::optional<cidr> parse_cidr(std::string_view text) {

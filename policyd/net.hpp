@@ -16,6 +16,10 @@ using ip_address = boost::asio::ip::address;
 // nullopt when text is not an IPv4 or IPv6 address (Postfix sends bare text forms).
 std::optional<ip_address> parse_ip(std::string_view text);
 
+// The address's text form ("192.0.2.7", "2001:db8::1"). IPv4 without inet_ntop, whose
+// sprintf was a visible cost with several calls per request.
+std::string ip_to_string(const ip_address& a);
+
 struct cidr {
   ip_address network;  // host bits cleared
   unsigned prefix = 0;

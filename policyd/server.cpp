@@ -478,11 +478,27 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
 }
 
 void server::impl::log_decision(const policy_request& req, const decision& d, std::chrono::microseconds took) {
-  log(log_level::info, "decision", "verdict={} {} score={} {} {} {} {} {} {} {} ms={:.3f}{}", d.v,
-      kv("reason", d.reason), d.score, kv("state", req.get("protocol_state")), kv("client", req.get("client_address")),
-      kv("helo", req.get("helo_name")), kv("sender", req.get("sender")), kv("rcpt", req.get("recipient")),
-      kv("instance", req.get("instance")), kv("queue_id", req.get("queue_id")),
-      static_cast<double>(took.count()) / 1000.0, kv_opt("detail", d.detail));
+  if (static_cast<int>(log_level::info) > static_cast<int>(current_log_level())) return;
+  // One line per request: built by appending, not by a twelve-field format string (whose
+  // parsing was a tenth of policyd's instructions in callgrind).
+  fmt::memory_buffer line;
+  auto add = [&line](std::string_view key, std::string_view value) {
+    line.push_back(' ');
+    append_log_field(line, kv(key, value));
+  };
+  fmt::format_to(std::back_inserter(line), "verdict={}", d.v);
+  add("reason", d.reason);
+  fmt::format_to(std::back_inserter(line), " score={}", d.score);
+  add("state", req.get("protocol_state"));
+  add("client", req.get("client_address"));
+  add("helo", req.get("helo_name"));
+  add("sender", req.get("sender"));
+  add("rcpt", req.get("recipient"));
+  add("instance", req.get("instance"));
+  add("queue_id", req.get("queue_id"));
+  fmt::format_to(std::back_inserter(line), " ms={:.3f}", static_cast<double>(took.count()) / 1000.0);
+  if (!d.detail.empty()) add("detail", d.detail);
+  log(log_level::info, "decision", "{}", std::string_view{line.data(), line.size()});
 }
 
 asio::awaitable<void> server::impl::handle_signals() {

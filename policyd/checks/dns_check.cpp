@@ -106,7 +106,7 @@ asio::awaitable<check_result> dns_check::evaluate(const request_context& ctx) {
   if (cfg_.dnsbl_lists.empty() && !cfg_.rdns_enable) co_return r;
   auto addr = parse_ip(req.get("client_address"));
   if (!addr) co_return r;
-  std::string client = addr->to_string();
+  std::string client = ip_to_string(*addr);
   auto deadline = std::min(ctx.deadline, steady::now() + cfg_.dns_budget);
   auto now = steady::now();
 

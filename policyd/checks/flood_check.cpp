@@ -74,7 +74,7 @@ check_result flood_check::decide(const request_context& ctx) {
   }
   auto now = ctx.now;
   sweep(now);
-  auto client = addr->to_string();
+  auto client = ip_to_string(*addr);
   auto net = group_network(*addr, cfg_.greylist_ipv4_prefix, cfg_.greylist_ipv6_prefix).to_string();
 
   // Concurrent sessions.

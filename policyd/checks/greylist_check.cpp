@@ -105,7 +105,7 @@ boost::asio::awaitable<check_result> greylist_check::evaluate(const request_cont
   }
   greylist_key key;
   key.client_net = group_network(*addr, cfg_.greylist_ipv4_prefix, cfg_.greylist_ipv6_prefix).to_string();
-  key.client_addr = addr->to_string();
+  key.client_addr = ip_to_string(*addr);
   // 8-bit addresses must still be greylisted: escape what is not UTF-8 (PostgreSQL would
   // refuse it, and a refused query fails open).
   key.recipient = bounded_key(to_valid_utf8(normalize_recipient(req.get("recipient"))));

@@ -13,6 +13,7 @@ namespace {
 using lupine::policyd::cidr;
 using lupine::policyd::group_network;
 using lupine::policyd::ip_address;
+using lupine::policyd::ip_to_string;
 using lupine::policyd::parse_cidr;
 using lupine::policyd::parse_ip;
 
@@ -68,6 +69,17 @@ TEST_SUITE("net") {
         }
       }
     }
+  }
+
+  TEST_CASE("prints an address as inet_ntop does") {
+    for (const char* text :
+         {"0.0.0.0", "1.2.3.4", "9.10.99.100", "192.0.2.255", "255.255.255.255", "10.0.100.7", "2001:db8::1", "::1"}) {
+      auto a = parse_ip(text);
+      REQUIRE(a);
+      CHECK(ip_to_string(*a) == a->to_string());
+      CHECK(ip_to_string(*a) == text);
+    }
+    CHECK(ip_to_string(*parse_ip("::ffff:192.0.2.7")) == "192.0.2.7");  // mapped: IPv4
   }
 
   TEST_CASE("groups a client into its greylist network by the configured prefix lengths") {
