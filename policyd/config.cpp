@@ -300,6 +300,10 @@ std::vector<spec> make_table() {
   t.push_back(num("greylist.max_pending", "200000",
                   "Triplets and clients held in memory until written; beyond, decisions take the locked transaction.",
                   &cfg::greylist_max_pending, 1, 10000000));
+  t.push_back(num("greylist.cache_entries", "100000",
+                  "Passed triplets, and auto-allow-listed clients, remembered so that known senders need no "
+                  "database read (each up to this many; 0: none).",
+                  &cfg::greylist_cache_entries, 0, 10000000));
   t.push_back(files("allowlist.client_files",
                     "postgrey whitelist_clients-style files: address, CIDR, partial IPv4, hostname suffix, /regex/.",
                     &cfg::allowlist_client_files));

@@ -68,6 +68,7 @@ struct policyd_config {
   std::string greylist_on_db_error = "dunno";
   milliseconds greylist_write_behind{200};
   unsigned greylist_max_pending = 200000;
+  unsigned greylist_cache_entries = 100000;
 
   std::vector<std::string> allowlist_client_files;
   std::vector<std::string> allowlist_recipient_files;

@@ -33,8 +33,9 @@ std::string key_of(const greylist_key& k) {
 
 std::chrono::milliseconds bounded_interval(const greylist_engine_options& o, const greylist_params& p) {
   if (o.write_behind.count() == 0) return 0ms;
-  // Another instance must find the row well before the sender retries.
-  return std::max(1ms, std::min(o.write_behind, p.delay / 4));
+  // Another instance must find the row well before the sender retries. (With a delay near
+  // zero every retry passes anyway: no flush more often than every 10 ms.)
+  return std::max(std::min(o.write_behind, 10ms), std::min(o.write_behind, p.delay / 4));
 }
 
 }  // namespace
@@ -64,11 +65,10 @@ asio::awaitable<result<greylist_answer>> greylist_engine::locked(const greylist_
 asio::awaitable<result<greylist_answer>> greylist_engine::decide(greylist_key key, sys_time now,
                                                                  std::optional<steady::time_point> deadline) {
   if (interval_.count() == 0) co_return co_await locked(key, now, deadline);
+  if (auto ans = from_memory_client(key.client_addr, now)) co_return *ans;
   auto k = key_of(key);
-  if (auto it = triplets_.find(k); it != triplets_.end()) {
-    ++hits_;
-    std::optional<greylist_entry> prior = it->second.entry;
-    if (auto ans = step_in_memory(key, prior, it->second.base_attempts, now)) co_return *ans;
+  if (auto ans = from_memory(key, k, now)) {
+    if (*ans) co_return **ans;
     co_return co_await locked(key, now, deadline);
   }
   auto found = co_await lookup(key, deadline);
@@ -78,42 +78,105 @@ asio::awaitable<result<greylist_answer>> greylist_engine::decide(greylist_key ke
     greylist_answer ans;
     ans.auto_allowed = true;
     ans.awl_passes = *found->awl_passes;
-    if (needs_touch(found->awl_last_seen, now, params_.awl_max_age)) note_client(key.client_addr, now, false);
+    auto last_seen = found->awl_last_seen;
+    if (needs_touch(last_seen, now, params_.awl_max_age)) {
+      note_client(key.client_addr, now, false);
+      last_seen = now;
+    }
+    remember_client(key.client_addr, last_seen, ans.awl_passes);
     co_return ans;
   }
   // Another request may have decided this triplet while the read was out: its state is newer.
   std::optional<greylist_answer> ans;
-  if (auto it = triplets_.find(k); it != triplets_.end()) {
-    ++hits_;
-    std::optional<greylist_entry> prior = it->second.entry;
-    ans = step_in_memory(key, prior, it->second.base_attempts, now);
+  if (auto mem = from_memory(key, k, now)) {
+    ans = *mem;
   } else {
-    ans = step_in_memory(key, found->triplet, found->triplet ? found->triplet->attempts : 0, now);
+    ans = step_in_memory(key, k, found->triplet, found->triplet ? found->triplet->attempts : 0, now);
   }
   if (!ans) co_return co_await locked(key, now, deadline);
   ans->awl_passes = found->awl_passes.value_or(0);
   co_return *ans;
 }
 
-std::optional<greylist_answer> greylist_engine::step_in_memory(const greylist_key& key,
+std::optional<greylist_answer> greylist_engine::from_memory_client(const std::string& addr, sys_time now) {
+  if (params_.awl_clients == 0) return std::nullopt;
+  auto it = clients_known_.find(addr);
+  if (it == clients_known_.end()) return std::nullopt;
+  auto& c = it->second;
+  if (now - c.last_seen > params_.awl_max_age) {
+    clients_known_.erase(it);
+    return std::nullopt;
+  }
+  ++cache_hits_;
+  greylist_answer ans;
+  ans.auto_allowed = true;
+  ans.awl_passes = c.passes;
+  if (needs_touch(c.last_seen, now, params_.awl_max_age)) {
+    note_client(addr, now, false);
+    c.last_seen = now;
+  }
+  return ans;
+}
+
+std::optional<std::optional<greylist_answer>> greylist_engine::from_memory(const greylist_key& key, const key_text& k,
+                                                                           sys_time now) {
+  if (auto it = triplets_.find(k); it != triplets_.end()) {
+    ++hits_;
+    std::optional<greylist_entry> prior = it->second.entry;
+    return step_in_memory(key, k, prior, it->second.base_attempts, now);
+  }
+  if (auto it = known_.find(k); it != known_.end()) {
+    ++cache_hits_;
+    std::optional<greylist_entry> prior = it->second;
+    return step_in_memory(key, k, prior, prior->attempts, now);
+  }
+  return std::nullopt;
+}
+
+void greylist_engine::remember(const key_text& k, const greylist_entry& e) {
+  if (opts_.cache_entries == 0) return;
+  if (auto it = known_.find(k); it != known_.end()) {
+    it->second = e;
+    return;
+  }
+  if (known_.size() >= opts_.cache_entries) known_.erase(known_.begin());  // any one: the bound is what matters
+  known_.emplace(k, e);
+}
+
+void greylist_engine::remember_client(const std::string& addr, sys_time last_seen, int passes) {
+  if (opts_.cache_entries == 0) return;
+  if (auto it = clients_known_.find(addr); it != clients_known_.end()) {
+    it->second = known_client{last_seen, passes};
+    return;
+  }
+  if (clients_known_.size() >= opts_.cache_entries) clients_known_.erase(clients_known_.begin());
+  clients_known_.emplace(addr, known_client{last_seen, passes});
+}
+
+std::optional<greylist_answer> greylist_engine::step_in_memory(const greylist_key& key, const key_text& k,
                                                                const std::optional<greylist_entry>& prior,
                                                                int base_attempts, sys_time now) {
   greylist_answer ans;
   ans.step = greylist_step(prior, now, params_.triplet);
   const auto outcome = ans.step.outcome;
-  auto k = key_of(key);
   if (outcome == greylist_outcome::restarted || (outcome == greylist_outcome::first_seen && prior)) {
     // A row is replaced: the locked transaction decides, against what is stored now.
     triplets_.erase(k);
+    known_.erase(k);
     return std::nullopt;
   }
   bool write =
       outcome != greylist_outcome::passed_before || needs_touch(prior->last_seen, now, params_.triplet.max_age);
-  if (write) {
+  if (!write) {
+    // A passed triplet stays passed (until not seen for max_age, and this sighting is
+    // written hourly): the next decision needs no read.
+    remember(k, *prior);
+  } else {
+    known_.erase(k);  // pending now; remembered again once written
     auto it = triplets_.find(k);
     if (it == triplets_.end()) {
       if (triplets_.size() >= opts_.max_pending) return std::nullopt;
-      it = triplets_.emplace(std::move(k), pending_triplet{key, ans.step.entry, base_attempts}).first;
+      it = triplets_.emplace(k, pending_triplet{key, ans.step.entry, base_attempts}).first;
     } else {
       it->second.entry = ans.step.entry;
     }
@@ -249,7 +312,11 @@ asio::awaitable<bool> greylist_engine::flush_once(std::optional<steady::time_poi
       continue;
     }
     t.base_attempts += row.delta;
-    if (t.version == row.version) triplets_.erase(it);  // stored as it is: read it from the table again
+    if (t.version == row.version) {
+      // Stored as it is. A passed triplet is remembered; any other is read again next time.
+      if (t.entry.passed_at) remember(it->first, t.entry);
+      triplets_.erase(it);
+    }
   }
   if (!r) {
     // Put the clients back, merged with what came since (a retry counts them then).

@@ -12,6 +12,10 @@
 //     one statement, merged with what other instances wrote meanwhile (earliest first_seen
 //     and passed_at, latest last_seen, attempts added). Until its flush a pending triplet
 //     answers from memory, without a read.
+//   - Known senders need no round trip. A passed triplet, and a client on the
+//     auto-allow-list, is remembered once read or written (up to `cache_entries` of each):
+//     both states only end after weeks without a sighting, and each sighting here is
+//     written at least hourly, so the memory cannot contradict the table.
 // Other instances need a triplet only when its sender retries, after greylist.delay, so the
 // flush interval is bounded by a quarter of the delay. Two instances that first see one
 // triplet within one flush interval may hold first sightings that far apart until one of
@@ -47,10 +51,11 @@ namespace lupine::policyd {
 
 struct greylist_engine_options {
   std::chrono::milliseconds write_behind{std::chrono::milliseconds{200}};  // 0: write before answering
-  std::size_t flush_rows = 1000;     // flush at once when this many triplets are pending
-  std::size_t max_pending = 200000;  // triplets held for writing; beyond: the locked path
-  unsigned max_reads = 1;            // reads in flight; more asks wait and share the next
-  std::size_t max_batch = 256;       // keys per read
+  std::size_t flush_rows = 1000;       // flush at once when this many triplets are pending
+  std::size_t max_pending = 200000;    // triplets held for writing; beyond: the locked path
+  std::size_t cache_entries = 100000;  // passed triplets, and auto-allow-listed clients, known here
+  unsigned max_reads = 1;              // reads in flight; more asks wait and share the next
+  std::size_t max_batch = 256;         // keys per read
 };
 
 class greylist_engine {
@@ -79,11 +84,12 @@ class greylist_engine {
   // The interval the flusher uses: write_behind, at most a quarter of greylist.delay.
   std::chrono::milliseconds flush_interval() const { return interval_; }
   std::size_t pending() const { return triplets_.size() + clients_.size(); }
-  std::uint64_t reads() const { return reads_; }       // read statements run
-  std::uint64_t lookups() const { return lookups_; }   // keys they looked up
-  std::uint64_t flushes() const { return flushes_; }   // write transactions committed
-  std::uint64_t written() const { return written_; }   // triplet and client rows they wrote
-  std::uint64_t memory_hits() const { return hits_; }  // decisions taken from a pending triplet
+  std::uint64_t reads() const { return reads_; }            // read statements run
+  std::uint64_t lookups() const { return lookups_; }        // keys they looked up
+  std::uint64_t flushes() const { return flushes_; }        // write transactions committed
+  std::uint64_t written() const { return written_; }        // triplet and client rows they wrote
+  std::uint64_t memory_hits() const { return hits_; }       // decisions taken from a pending triplet
+  std::uint64_t cache_hits() const { return cache_hits_; }  // from a known passed triplet or client
 
  private:
   using key_text = std::string;  // net, sender and recipient joined by NULs
@@ -113,8 +119,15 @@ class greylist_engine {
   boost::asio::awaitable<result<greylist_answer>> locked(const greylist_key& key, sys_time now,
                                                          std::optional<steady::time_point> deadline);
   // Decides from prior and records what must be written; nullopt: take the locked path.
-  std::optional<greylist_answer> step_in_memory(const greylist_key& key, const std::optional<greylist_entry>& prior,
-                                                int base_attempts, sys_time now);
+  std::optional<greylist_answer> step_in_memory(const greylist_key& key, const key_text& k,
+                                                const std::optional<greylist_entry>& prior, int base_attempts,
+                                                sys_time now);
+  // Decides a triplet held here (pending or known passed). Outer nullopt: not held; inner
+  // nullopt: take the locked path.
+  std::optional<std::optional<greylist_answer>> from_memory(const greylist_key& key, const key_text& k, sys_time now);
+  std::optional<greylist_answer> from_memory_client(const std::string& addr, sys_time now);
+  void remember(const key_text& k, const greylist_entry& e);
+  void remember_client(const std::string& addr, sys_time last_seen, int passes);
   void note_client(const std::string& addr, sys_time at, bool count_pass);
   boost::asio::awaitable<bool> flush_once(std::optional<steady::time_point> deadline);
   std::size_t dirty() const;
@@ -126,7 +139,13 @@ class greylist_engine {
   greylist_engine_options opts_;
   std::chrono::milliseconds interval_;
   std::unordered_map<key_text, pending_triplet> triplets_;
-  std::unordered_map<std::string, awl_write> clients_;  // taken whole by each flush
+  struct known_client {
+    sys_time last_seen;
+    int passes;
+  };
+  std::unordered_map<key_text, greylist_entry> known_;           // passed triplets, as stored
+  std::unordered_map<std::string, known_client> clients_known_;  // auto-allow-listed clients
+  std::unordered_map<std::string, awl_write> clients_;           // taken whole by each flush
   std::vector<read_waiter> queued_;
   unsigned reads_in_flight_ = 0;
   std::size_t clients_in_flight_ = 0;
@@ -134,7 +153,7 @@ class greylist_engine {
   bool flushing_ = false;
   bool stopped_ = false;
   boost::asio::steady_timer wake_;
-  std::uint64_t reads_ = 0, lookups_ = 0, flushes_ = 0, written_ = 0, hits_ = 0;
+  std::uint64_t reads_ = 0, lookups_ = 0, flushes_ = 0, written_ = 0, hits_ = 0, cache_hits_ = 0;
   steady::time_point last_failure_log_{};
 };
 

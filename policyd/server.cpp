@@ -106,6 +106,7 @@ greylist_engine_options greylist_engine_settings(const policyd_config& c) {
   greylist_engine_options o;
   o.write_behind = c.greylist_write_behind;
   o.max_pending = c.greylist_max_pending;
+  o.cache_entries = c.greylist_cache_entries;
   return o;
 }
 
@@ -594,10 +595,10 @@ asio::awaitable<void> server::impl::drain() {
   }
   log(log_level::info, "shutdown_complete",
       "requests={} event_rows_written={} event_rows_lost={} event_rows_spilled={} greylist_reads={} "
-      "greylist_lookups={} greylist_memory_hits={} greylist_flushes={} greylist_rows_written={} "
+      "greylist_lookups={} greylist_memory_hits={} greylist_cache_hits={} greylist_flushes={} greylist_rows_written={} "
       "greylist_rows_lost={} abandoned={}",
       requests, elog.written(), left + elog.dropped(), elog.spilled(), greylist.reads(), greylist.lookups(),
-      greylist.memory_hits(), greylist.flushes(), greylist.written(), greylist_left, abandoned);
+      greylist.memory_hits(), greylist.cache_hits(), greylist.flushes(), greylist.written(), greylist_left, abandoned);
 }
 
 }  // namespace lupine::policyd

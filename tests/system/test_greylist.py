@@ -436,7 +436,8 @@ class WriteBehindTest(SystemTestCase):
         decisions = n_conn * per_conn * 2
         self.assertEqual(st["requests"], decisions)
         # Every key looked up or answered from memory; concurrent reads shared statements.
-        self.assertEqual(st["greylist_lookups"] + st["greylist_memory_hits"], decisions, st)
+        self.assertEqual(st["greylist_lookups"] + st["greylist_memory_hits"] + st["greylist_cache_hits"], decisions,
+                         st)
         self.assertLess(st["greylist_reads"], st["greylist_lookups"], st)
         self.assertLessEqual(st["greylist_reads"] + st["greylist_flushes"], decisions, st)
         self.assertEqual(st["greylist_rows_lost"], 0)
@@ -444,6 +445,29 @@ class WriteBehindTest(SystemTestCase):
         rows = query_rows(self.dsn, "SELECT attempts, count(*) FROM greylist WHERE sender LIKE 'wb%%.%s@s.example' "
                                     "GROUP BY attempts" % w)
         self.assertEqual(rows, [["2", str(n_conn * per_conn)]])
+
+    def test_known_senders_need_no_read(self):
+        d = self.policyd({"greylist.delay": "1s", "greylist.awl_clients": "1", "greylist.awl_count_interval": "0s"},
+                         name="wb-known")
+        w, client = unique_word(), "192.0.2.201"
+        sender, r = "k.%s@s.example" % w, rcpt()
+        with d.client() as c:
+            t0 = time.monotonic()
+            self.assertEqual(c.request(client_address=client, sender=sender, recipient=r), deferred(1))
+            sleep_until(t0 + 1.3)
+            self.assertRegex(c.request(client_address=client, sender=sender, recipient=r), HEADER_RX % "wb-known")
+            wait_query(self.dsn, "SELECT passes FROM greylist_awl WHERE client_addr = '%s'" % client, "1")
+            # The passed triplet, again and again: remembered once written.
+            for _ in range(10):
+                self.assertEqual(c.request(client_address=client, sender=sender, recipient=r), "DUNNO")
+            # New triplets from the auto-allow-listed client: one read, then remembered.
+            for i in range(10):
+                self.assertEqual(c.request(client_address=client, sender="n%d.%s@s.example" % (i, w),
+                                           recipient=rcpt()), "DUNNO")
+        self.assertEqual(d.stop(), 0)
+        st = shutdown_stats(d)
+        self.assertEqual(st["greylist_reads"], 3, st)  # the first attempt, the pass, the first new triplet
+        self.assertEqual(st["greylist_cache_hits"], 19, st)
 
     def test_sigterm_writes_what_is_pending(self):
         # A 10 s interval: nothing is written before the SIGTERM.
