@@ -13,6 +13,23 @@ namespace {
 std::atomic<int> g_level{static_cast<int>(log_level::info)};
 std::atomic<log_sink> g_sink{nullptr};
 
+struct batch_state {
+  std::function<void()> schedule;
+  fmt::memory_buffer lines;
+};
+thread_local batch_state t_batch;
+
+constexpr std::size_t batch_bytes = 4096;  // PIPE_BUF: one write(2) on a pipe stays whole
+
+void write_all(const char* p, std::size_t left) {
+  while (left > 0) {
+    ssize_t n = ::write(STDERR_FILENO, p, left);
+    if (n <= 0) break;
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+}
+
 bool under_journal() {
   static const bool yes = std::getenv("JOURNAL_STREAM") != nullptr;
   return yes;
@@ -63,15 +80,36 @@ void vlog(log_level lvl, std::string_view event, fmt::string_view f, fmt::format
     return;
   }
   buf.push_back('\n');
-  // One write per line so lines from the db threads never interleave.
-  const char* p = buf.data();
-  size_t left = buf.size();
-  while (left > 0) {
-    ssize_t n = ::write(STDERR_FILENO, p, left);
-    if (n <= 0) break;
-    p += n;
-    left -= static_cast<size_t>(n);
+  auto& b = t_batch;
+  if (!b.schedule) {
+    // One write per line so lines from the db threads never interleave.
+    write_all(buf.data(), buf.size());
+    return;
   }
+  if (b.lines.size() + buf.size() > batch_bytes) log_flush();
+  if (buf.size() > batch_bytes) {
+    write_all(buf.data(), buf.size());
+    return;
+  }
+  bool was_empty = b.lines.size() == 0;
+  b.lines.append(std::string_view{buf.data(), buf.size()});
+  if (lvl <= log_level::warning) {
+    log_flush();  // trouble is written at once
+  } else if (was_empty) {
+    b.schedule();
+  }
+}
+
+void log_flush() {
+  auto& b = t_batch;
+  if (b.lines.size() == 0) return;
+  write_all(b.lines.data(), b.lines.size());
+  b.lines.clear();
+}
+
+void log_batch_this_thread(std::function<void()> schedule) {
+  log_flush();
+  t_batch.schedule = std::move(schedule);
 }
 
 namespace {

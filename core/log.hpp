@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -26,6 +27,16 @@ using log_sink = void (*)(log_level, std::string_view line);
 void set_log_sink(log_sink sink);
 
 void vlog(log_level lvl, std::string_view event, fmt::string_view fmt, fmt::format_args args);
+
+// Batching for a busy thread (policyd's event loop logs a line per request): the calling
+// thread's lines collect in a buffer, written by one write(2) when it nears 4 KiB (PIPE_BUF,
+// so a write stays whole even on a pipe shared with other threads), at a warning or error,
+// or at log_flush(). `schedule` is called when a line enters the empty buffer: it must make
+// the thread call log_flush() soon (policyd posts it to the loop: after the handlers already
+// queued, so a burst of decisions costs one write and a quiet one is written at once).
+// An empty `schedule` turns batching off for the thread, after a flush.
+void log_batch_this_thread(std::function<void()> schedule);
+void log_flush();
 
 template <typename... Args>
 void log(log_level lvl, std::string_view event, fmt::format_string<Args...> f, Args&&... args) {

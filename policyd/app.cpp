@@ -227,6 +227,7 @@ int run_app(int argc, char** argv) {
     io.stop();
   });
   io.run();
+  log_batch_this_thread({});  // what the loop logged last (after a fatal error, say)
   // The pool's threads may sit in libpq on a database that stopped answering; do not let
   // them hold the exit (the event-log flush already had its deadline).
   auto joined = std::async(std::launch::async, [&db, &greylist_db] {

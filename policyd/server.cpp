@@ -242,6 +242,8 @@ void server::bind() {
 asio::awaitable<void> server::run() {
   auto& im = *impl_;
   auto ex = co_await asio::this_coro::executor;
+  // A line per decision: written in bursts, once per round of the loop (core/log.hpp).
+  log_batch_this_thread([ex] { asio::post(ex, [] { log_flush(); }); });
   std::vector<std::string> problems;
   for (auto& acc : im.tcp_acceptors) {
     auto name = acc->local_endpoint().address().to_string() + ":" + std::to_string(acc->local_endpoint().port());
@@ -279,6 +281,7 @@ asio::awaitable<void> server::run() {
   co_await im.drain();
   boost::system::error_code ignored;
   im.signals.cancel(ignored);
+  log_batch_this_thread({});
 }
 
 template <class Acceptor>

@@ -1,5 +1,7 @@
 // Unit tests for core/log: logfmt quoting (no forged lines), the test sink and level filtering.
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <string>
 #include <string_view>
@@ -153,5 +155,53 @@ TEST_SUITE("log") {
     REQUIRE(captured().size() == 1);
     CHECK(captured().front().first == log_level::debug);
     CHECK(ends_with(captured().front().second, "debug_event n=1"));
+  }
+
+  // stderr goes to a pipe for the test: what the batch writes, and when.
+  TEST_CASE("a batching thread writes its lines in one write when flushed, trouble at once") {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    int saved = ::dup(STDERR_FILENO);
+    ::dup2(fds[1], STDERR_FILENO);
+    auto drain = [&] {
+      std::string got;
+      char buf[8192];
+      ssize_t n;
+      while ((n = ::read(fds[0], buf, sizeof buf)) > 0) got.append(buf, static_cast<std::size_t>(n));
+      return got;
+    };
+    int scheduled = 0;
+    lupine::log_batch_this_thread([&scheduled] { ++scheduled; });
+    lupine::log(log_level::info, "decision", "n={}", 1);
+    lupine::log(log_level::info, "decision", "n={}", 2);
+    std::string before = drain();
+    lupine::log_flush();
+    std::string after = drain();
+    lupine::log(log_level::info, "decision", "n={}", 3);
+    lupine::log(log_level::warning, "db_down", "");
+    std::string trouble = drain();
+    std::string big(5000, 'x');  // over PIPE_BUF: written alone, after what was held
+    lupine::log(log_level::info, "decision", "n={}", 4);
+    lupine::log(log_level::info, "long", "{}", big);
+    std::string long_line = drain();
+    lupine::log(log_level::info, "decision", "n={}", 5);
+    lupine::log_batch_this_thread({});  // off: flushes
+    std::string last = drain();
+    lupine::log(log_level::info, "decision", "n={}", 6);  // unbatched: at once
+    std::string direct = drain();
+    ::dup2(saved, STDERR_FILENO);
+    ::close(saved);
+    ::close(fds[0]);
+    ::close(fds[1]);
+
+    CHECK(before.empty());
+    CHECK(scheduled >= 1);
+    CHECK(after.find("decision n=1\n") != std::string::npos);
+    CHECK(after.find("decision n=2\n") != std::string::npos);
+    CHECK(trouble.find("decision n=3\n") < trouble.find("db_down"));
+    CHECK(long_line.find("decision n=4\n") < long_line.find("long xxx"));
+    CHECK(last.find("decision n=5\n") != std::string::npos);
+    CHECK(direct.find("decision n=6\n") != std::string::npos);
   }
 }
