@@ -127,6 +127,7 @@ asio::awaitable<bool> event_log::write_batch(std::optional<time_point> deadline)
   db_busy_ = false;
   if (r) {
     written_ += batch->size();
+    ++batches_;
     backing_off_ = false;
     co_return true;
   }
@@ -244,6 +245,7 @@ asio::awaitable<bool> event_log::replay_segment(std::optional<time_point> deadli
     log(log_level::error, "event_log_spill_damaged", "kept as .bad for the admin {}", kv("error", r->damaged));
   } else if (r->stored) {
     written_ += r->rows;
+    ++batches_;
     log(log_level::info, "event_log_replayed", "{} rows={} spilled_segments={}", kv("segment", seg.name), r->rows,
         segments_.size());
   } else {

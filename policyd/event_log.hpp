@@ -57,6 +57,7 @@ class event_log {
 
   std::size_t buffered() const { return rows_.size(); }
   std::uint64_t written() const { return written_; }
+  std::uint64_t batches() const { return batches_; }  // write transactions committed
   std::uint64_t spilled() const { return spilled_; }
   std::uint64_t dropped() const { return dropped_ + rejected_; }
 
@@ -105,6 +106,7 @@ class event_log {
   time_point last_spill_error_log_{};
   std::uint64_t rejected_ = 0;  // rows PostgreSQL refused even alone (dropped, logged)
   std::uint64_t written_ = 0;
+  std::uint64_t batches_ = 0;
   std::uint64_t dropped_ = 0;
   std::uint64_t spilled_ = 0;
   std::uint64_t keyed_batches_ = 0;

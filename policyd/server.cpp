@@ -597,11 +597,12 @@ asio::awaitable<void> server::impl::drain() {
     left = co_await elog.flush_now(std::max(grace_end, steady::now() + 2s));
   }
   log(log_level::info, "shutdown_complete",
-      "requests={} event_rows_written={} event_rows_lost={} event_rows_spilled={} greylist_reads={} "
-      "greylist_lookups={} greylist_memory_hits={} greylist_cache_hits={} greylist_flushes={} greylist_rows_written={} "
-      "greylist_rows_lost={} abandoned={}",
-      requests, elog.written(), left + elog.dropped(), elog.spilled(), greylist.reads(), greylist.lookups(),
-      greylist.memory_hits(), greylist.cache_hits(), greylist.flushes(), greylist.written(), greylist_left, abandoned);
+      "requests={} event_rows_written={} event_rows_lost={} event_rows_spilled={} event_log_batches={} "
+      "greylist_reads={} greylist_lookups={} greylist_memory_hits={} greylist_cache_hits={} greylist_flushes={} "
+      "greylist_rows_written={} greylist_rows_lost={} abandoned={}",
+      requests, elog.written(), left + elog.dropped(), elog.spilled(), elog.batches(), greylist.reads(),
+      greylist.lookups(), greylist.memory_hits(), greylist.cache_hits(), greylist.flushes(), greylist.written(),
+      greylist_left, abandoned);
 }
 
 }  // namespace lupine::policyd
