@@ -44,14 +44,18 @@ void append_copy_text(std::string& out, std::string_view v) {
     repaired = to_valid_utf8(v);
     v = repaired;
   }
-  for (char c : v) {
-    switch (c) {
+  // Runs without a special character are appended whole (a byte at a time was 5% of policyd).
+  while (!v.empty()) {
+    auto special = v.find_first_of("\\\t\n\r");
+    out.append(v.substr(0, special));
+    if (special == std::string_view::npos) break;
+    switch (v[special]) {
       case '\\': out += "\\\\"; break;
       case '\t': out += "\\t"; break;
       case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      default: out += c;
+      default: out += "\\r"; break;
     }
+    v.remove_prefix(special + 1);
   }
 }
 
@@ -179,9 +183,13 @@ class array_literal {
   void add(std::string_view v) {
     out_ += out_.empty() ? '{' : ',';
     out_ += '"';
-    for (char c : v) {
-      if (c == '"' || c == '\\') out_ += '\\';
-      out_ += c;
+    while (!v.empty()) {
+      auto special = v.find_first_of("\"\\");
+      out_.append(v.substr(0, special));
+      if (special == std::string_view::npos) break;
+      out_ += '\\';
+      out_ += v[special];
+      v.remove_prefix(special + 1);
     }
     out_ += '"';
   }

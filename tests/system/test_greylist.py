@@ -470,6 +470,18 @@ class WriteBehindTest(SystemTestCase):
         self.assertEqual(st["greylist_reads"], 3, st)  # the first attempt, the pass, the first new triplet
         self.assertEqual(st["greylist_cache_hits"], 19, st)
 
+    def test_quotes_and_backslashes_survive_the_batched_write(self):
+        d = self.policyd({"greylist.delay": "1h"}, name="wb-quote")
+        w = unique_word()
+        senders = ['"a\\b\"c,{d}"@%s.example' % w, "e\\\\f@%s.example" % w, 'g"h@%s.example' % w]
+        with d.client() as c:
+            for s in senders:
+                self.assertRegex(c.request(sender=s, recipient=rcpt()), r"^DEFER_IF_PERMIT ")
+        self.assertEqual(d.stop(), 0)  # the flush at exit: one statement for the three
+        stored = [r[0] for r in query_rows(self.dsn, "SELECT sender FROM greylist WHERE sender LIKE %s ORDER BY sender"
+                                           % sql_quote("%%@%s.example" % w))]
+        self.assertEqual(stored, sorted(s.lower() for s in senders))
+
     def test_sigterm_writes_what_is_pending(self):
         # A 10 s interval: nothing is written before the SIGTERM.
         d = self.policyd({"greylist.delay": "1h", "greylist.write_behind": "10s"}, name="wb-term")
