@@ -77,6 +77,7 @@ db_session* db_pool::session() {
     auto s = std::make_unique<db_session>(opts_.dsn);
     pqxx::nontransaction tx{s->conn};
     if (opts_.relaxed_commit) tx.exec("SET synchronous_commit = off");
+    if (opts_.prefer_index_scans) tx.exec("SET enable_seqscan = off");
     // set_config() rather than SET: the values travel as parameters (SET takes none).
     tx.exec_params("SELECT set_config('statement_timeout', $1, false), set_config('application_name', $2, false)",
                    std::to_string(opts_.statement_timeout.count()), opts_.application_name);

@@ -47,6 +47,12 @@ struct db_options {
   // sender is greylisted once more). Jobs whose rows must survive a crash say
   // SET LOCAL synchronous_commit = on in their transaction.
   bool relaxed_commit = false;
+  // enable_seqscan = off for the connection. A prepared statement's generic plan is made
+  // once, from the table's size at that moment: made while a table is empty (a fresh
+  // install, a test), it scans the whole table for every key ever after, however large the
+  // table grows. policyd only looks rows up by key, so it tells the planner to prefer its
+  // indexes (a scan still happens where no index serves).
+  bool prefer_index_scans = false;
 };
 
 class db_pool {

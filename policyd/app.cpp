@@ -178,11 +178,11 @@ int run_app(int argc, char** argv) {
 
   boost::asio::io_context io{1};
   db_pool db{db_options{cfg.database, cfg.db_threads, cfg.db_max_inflight, cfg.db_statement_timeout,
-                        std::chrono::milliseconds{1000}, "lupine-policyd", true}};
+                        std::chrono::milliseconds{1000}, "lupine-policyd", true, true}};
   // Greylisting's own two connections: one read and one flush in flight at a time
   // (greylist_engine), never queued behind the event log's COPY on the shared pool.
   db_pool greylist_db{db_options{cfg.database, 2, cfg.db_max_inflight, cfg.db_statement_timeout,
-                                 std::chrono::milliseconds{1000}, "lupine-policyd-greylist", true}};
+                                 std::chrono::milliseconds{1000}, "lupine-policyd-greylist", true, true}};
   std::optional<server> srv_holder;
   try {
     srv_holder.emplace(io, cfg, db, greylist_db);

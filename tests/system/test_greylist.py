@@ -8,8 +8,8 @@ import signal
 import time
 import unittest
 
-from harness import (SystemTestCase, new_instance, unique_word, psql, query_rows, query_value, wait_query,
-                     sql_quote, sleep_until, wait_until)
+from harness import (SystemTestCase, create_database, drop_database, new_instance, unique_word, psql, query_rows,
+                     query_value, wait_query, sql_quote, sleep_until, wait_until)
 
 DELAY = 2.0
 HEADER_RX = (r"^PREPEND X-Greylist: delayed (\d+) seconds? by lupine-policyd at %s; "
@@ -481,6 +481,37 @@ class WriteBehindTest(SystemTestCase):
         stored = [r[0] for r in query_rows(self.dsn, "SELECT sender FROM greylist WHERE sender LIKE %s ORDER BY sender"
                                            % sql_quote("%%@%s.example" % w))]
         self.assertEqual(stored, sorted(s.lower() for s in senders))
+
+    def test_plans_made_on_an_empty_table_still_use_the_index(self):
+        # A fresh database: the statements' generic plans are made while greylist is empty.
+        # A plan that scans the table would then scan it for every key however large it grew.
+        import threading
+        name, dsn = create_database()
+        self.addCleanup(drop_database, name)
+        d = self.policyd({"greylist.delay": "1h", "db.migrate": "yes"}, dsn=dsn, name="wb-plan")
+
+        def burst(tag, n_conn=8, per_conn=15):
+            def send(k):
+                with d.client() as c:
+                    for i in range(per_conn):
+                        c.request(client_address="198.51.100.%d" % (k + 1), sender="%s%d-%d@s.example" % (tag, k, i),
+                                  recipient="r@rcpt.example")
+            threads = [threading.Thread(target=send, args=(k,)) for k in range(n_conn)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+
+        burst("warm")  # well past the five custom plans, batched and single reads alike
+        psql(dsn, "INSERT INTO greylist (client_net, sender, recipient, first_seen, last_seen) "
+                  "SELECT '10.0.0.0/24', 'bulk' || g || '@s.example', 'r@rcpt.example', now(), now() "
+                  "FROM generate_series(1, 20000) g")
+        scans = "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'greylist'"
+        before = query_value(dsn, scans)
+        burst("after")
+        self.assertEqual(d.stop(), 0)
+        time.sleep(1.2)  # statistics reach pg_stat at most a second late
+        self.assertEqual(query_value(dsn, scans), before, "policyd scanned the greylist table")
 
     def test_sigterm_writes_what_is_pending(self):
         # A 10 s interval: nothing is written before the SIGTERM.
