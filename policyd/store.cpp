@@ -94,25 +94,12 @@ constexpr const char* insert_triplet_sql =
     " VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000000.0), to_timestamp($4::bigint / 1000000.0), 1)"
     " ON CONFLICT DO NOTHING RETURNING 1";
 
-constexpr const char* touch_awl_sql =
-    "UPDATE greylist_awl SET last_seen = to_timestamp($2::bigint / 1000000.0) WHERE client_addr = $1";
-
 constexpr const char* update_triplet_sql =
     "UPDATE greylist SET first_seen = to_timestamp($4::bigint / 1000000.0),"
     " last_seen = to_timestamp($5::bigint / 1000000.0),"
     " passed_at = CASE WHEN $6::bigint IS NULL THEN NULL ELSE to_timestamp($6::bigint / 1000000.0) END,"
     " attempts = $7"
     " WHERE client_net = $1 AND sender = $2 AND recipient = $3";
-
-constexpr const char* count_pass_sql =
-    "INSERT INTO greylist_awl (client_addr, passes, last_counted, last_seen)"
-    " VALUES ($1, 1, to_timestamp($2::bigint / 1000000.0), to_timestamp($2::bigint / 1000000.0))"
-    " ON CONFLICT (client_addr) DO UPDATE SET"
-    "  passes = CASE WHEN greylist_awl.last_counted <= to_timestamp(($2::bigint - $3::bigint) / 1000000.0)"
-    "           THEN greylist_awl.passes + 1 ELSE greylist_awl.passes END,"
-    "  last_counted = CASE WHEN greylist_awl.last_counted <= to_timestamp(($2::bigint - $3::bigint) / 1000000.0)"
-    "           THEN EXCLUDED.last_counted ELSE greylist_awl.last_counted END,"
-    "  last_seen = EXCLUDED.last_seen";
 
 // The greylist statements run on every decision: prepared once per connection, so the
 // server parses and plans them once.
@@ -122,8 +109,6 @@ void prepare_greylist(db_session& s) {
   s.conn.prepare("gl_lock", lock_triplet_sql);
   s.conn.prepare("gl_insert", insert_triplet_sql);
   s.conn.prepare("gl_update", update_triplet_sql);
-  s.conn.prepare("gl_touch_awl", touch_awl_sql);
-  s.conn.prepare("gl_count_pass", count_pass_sql);
 }
 
 // The batched forms (greylist_read with several keys, greylist_write_batch) take arrays,
@@ -208,6 +193,24 @@ class array_literal {
   std::string out_;
 };
 
+// The clients' rows of greylist_write_batch (and of greylist_transact's pass and refresh),
+// in client order, in tx.
+void write_awl_rows(pqxx::transaction_base& tx, std::vector<awl_write> awl, std::chrono::milliseconds interval) {
+  if (awl.empty()) return;
+  std::sort(awl.begin(), awl.end(),
+            [](const awl_write& a, const awl_write& b) { return a.client_addr < b.client_addr; });
+  array_literal addrs, seen, passes, firsts, lasts;
+  for (const auto& a : awl) {
+    addrs.add(a.client_addr);
+    seen.add(to_us(a.seen));
+    passes.add(static_cast<long long>(a.passes));
+    firsts.add(to_us(a.first_pass));
+    lasts.add(to_us(a.last_pass));
+  }
+  tx.exec_prepared("gl_write_awl", addrs.str(), seen.str(), passes.str(), firsts.str(), lasts.str(),
+                   static_cast<long long>(duration_cast<microseconds>(interval).count()));
+}
+
 }  // namespace
 
 bool needs_touch(sys_time last_seen, sys_time now, std::chrono::milliseconds max_age) {
@@ -273,20 +276,7 @@ void greylist_write_batch(db_session& s, std::vector<triplet_write> triplets, st
     tx.exec_prepared("gl_write_triplets", nets.str(), senders.str(), rcpts.str(), firsts.str(), lasts.str(),
                      passes.str(), deltas.str());
   }
-  if (!awl.empty()) {
-    std::sort(awl.begin(), awl.end(),
-              [](const awl_write& a, const awl_write& b) { return a.client_addr < b.client_addr; });
-    array_literal addrs, seen, passes, firsts, lasts;
-    for (const auto& a : awl) {
-      addrs.add(a.client_addr);
-      seen.add(to_us(a.seen));
-      passes.add(static_cast<long long>(a.passes));
-      firsts.add(to_us(a.first_pass));
-      lasts.add(to_us(a.last_pass));
-    }
-    tx.exec_prepared("gl_write_awl", addrs.str(), seen.str(), passes.str(), firsts.str(), lasts.str(),
-                     static_cast<long long>(duration_cast<microseconds>(awl_count_interval).count()));
-  }
+  write_awl_rows(tx, std::move(awl), awl_count_interval);
   tx.commit();
 }
 
@@ -306,7 +296,8 @@ greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_ti
       if (ans.awl_passes >= static_cast<int>(p.awl_clients) && now - last_seen <= p.awl_max_age) {
         ans.auto_allowed = true;
         if (needs_touch(last_seen, now, p.awl_max_age)) {
-          ntx.exec_prepared("gl_touch_awl", key.client_addr, now_us);
+          prepare_batches(s);
+          write_awl_rows(ntx, {awl_write{key.client_addr, now}}, p.awl_count_interval);
         }
         return ans;
       }
@@ -342,8 +333,8 @@ greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_ti
                      e.passed_at ? std::optional<long long>{to_us(*e.passed_at)} : std::nullopt, e.attempts);
   }
   if (ans.step.outcome == greylist_outcome::passed_now && p.awl_clients > 0) {
-    auto interval_us = duration_cast<microseconds>(p.awl_count_interval).count();
-    tx.exec_prepared("gl_count_pass", key.client_addr, now_us, interval_us);
+    prepare_batches(s);
+    write_awl_rows(tx, {awl_write{key.client_addr, now, 1, now, now}}, p.awl_count_interval);
   }
   tx.commit();
   return ans;

@@ -547,13 +547,26 @@ class WriteBehindTest(SystemTestCase):
         self.assertEqual(row, [["t", "t", "t", "6"]])
 
     def test_zero_writes_before_answering(self):
-        d = self.policyd({"greylist.delay": "1h", "greylist.write_behind": "0s"}, name="wb-zero")
+        d = self.policyd({"greylist.delay": "1s", "greylist.write_behind": "0s", "greylist.awl_clients": "1",
+                          "greylist.awl_count_interval": "0s"}, name="wb-zero")
+        client = "192.0.2.202"
         with d.client() as c:
+            t0 = time.monotonic()
+            first = None
             for i in range(5):
                 sender, r = "z%d.%s@s.example" % (i, unique_word()), rcpt()
-                self.assertRegex(c.request(sender=sender, recipient=r), r"^DEFER_IF_PERMIT ")
+                first = first or (sender, r)
+                self.assertRegex(c.request(client_address=client, sender=sender, recipient=r), r"^DEFER_IF_PERMIT ")
                 self.assertEqual(query_value(self.dsn, "SELECT attempts FROM greylist WHERE sender = %s"
                                              % sql_quote(sender)), "1")
+            sleep_until(t0 + 1.3)
+            self.assertRegex(c.request(client_address=client, sender=first[0], recipient=first[1]),
+                             HEADER_RX % "wb-zero")
+            # The pass is counted in the same transaction: the client is auto-allow-listed at once.
+            self.assertEqual(query_value(self.dsn, "SELECT passes FROM greylist_awl WHERE client_addr = '%s'"
+                                         % client), "1")
+            self.assertEqual(c.request(client_address=client, sender="new.%s@s.example" % unique_word(),
+                                       recipient=rcpt()), "DUNNO")
         self.assertEqual(d.stop(), 0)
         st = shutdown_stats(d)
         self.assertEqual((st["greylist_lookups"], st["greylist_flushes"]), (0, 0), st)
