@@ -21,6 +21,10 @@ enum class log_level { error = 3, warning = 4, info = 6, debug = 7 };
 // Lines above this level are dropped. Default info; each -v raises it to debug.
 void set_log_level(log_level lvl);
 log_level current_log_level();
+// Whether a line at lvl would be written: to skip building one that would not.
+inline bool log_enabled(log_level lvl) {
+  return static_cast<int>(lvl) <= static_cast<int>(current_log_level());
+}
 
 // A sink for tests: when set, lines go here instead of stderr.
 using log_sink = void (*)(log_level, std::string_view line);
@@ -40,7 +44,7 @@ void log_flush();
 
 template <typename... Args>
 void log(log_level lvl, std::string_view event, fmt::format_string<Args...> f, Args&&... args) {
-  if (static_cast<int>(lvl) > static_cast<int>(current_log_level())) return;
+  if (!log_enabled(lvl)) return;
   vlog(lvl, event, f, fmt::make_format_args(args...));
 }
 

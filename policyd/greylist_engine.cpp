@@ -73,16 +73,9 @@ asio::awaitable<result<greylist_answer>> greylist_engine::decide(greylist_key ke
   }
   auto found = co_await lookup(key, deadline);
   if (!found) co_return result<greylist_answer>{boost::system::in_place_error, found.error()};
-  if (params_.awl_clients > 0 && found->awl_passes && *found->awl_passes >= static_cast<int>(params_.awl_clients) &&
-      now - found->awl_last_seen <= params_.awl_max_age) {
-    greylist_answer ans;
-    ans.auto_allowed = true;
-    ans.awl_passes = *found->awl_passes;
+  if (found->awl_passes && awl_allows(params_, *found->awl_passes, found->awl_last_seen, now)) {
     auto last_seen = found->awl_last_seen;
-    if (needs_touch(last_seen, now, params_.awl_max_age)) {
-      note_client(key.client_addr, now, false);
-      last_seen = now;
-    }
+    auto ans = allow_client(key.client_addr, *found->awl_passes, last_seen, now);
     remember_client(key.client_addr, last_seen, ans.awl_passes);
     co_return ans;
   }
@@ -103,17 +96,21 @@ std::optional<greylist_answer> greylist_engine::from_memory_client(const std::st
   auto it = clients_known_.find(addr);
   if (it == clients_known_.end()) return std::nullopt;
   auto& c = it->second;
-  if (now - c.last_seen > params_.awl_max_age) {
+  if (!awl_allows(params_, c.passes, c.last_seen, now)) {
     clients_known_.erase(it);
     return std::nullopt;
   }
   ++cache_hits_;
+  return allow_client(addr, c.passes, c.last_seen, now);
+}
+
+greylist_answer greylist_engine::allow_client(const std::string& addr, int passes, sys_time& last_seen, sys_time now) {
   greylist_answer ans;
   ans.auto_allowed = true;
-  ans.awl_passes = c.passes;
-  if (needs_touch(c.last_seen, now, params_.awl_max_age)) {
+  ans.awl_passes = passes;
+  if (needs_touch(last_seen, now, params_.awl_max_age)) {
     note_client(addr, now, false);
-    c.last_seen = now;
+    last_seen = now;
   }
   return ans;
 }
@@ -331,8 +328,6 @@ asio::awaitable<bool> greylist_engine::flush_once(std::optional<steady::time_poi
         w.passes += old.passes;
       }
     }
-  }
-  if (!r) {
     if (steady::now() - last_failure_log_ >= 10s) {
       last_failure_log_ = steady::now();
       log(log_level::warning, "greylist_write_failed", "rows={} pending={} {}", rows, pending(),

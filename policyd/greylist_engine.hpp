@@ -126,6 +126,9 @@ class greylist_engine {
   // nullopt: take the locked path.
   std::optional<std::optional<greylist_answer>> from_memory(const greylist_key& key, const key_text& k, sys_time now);
   std::optional<greylist_answer> from_memory_client(const std::string& addr, sys_time now);
+  // The answer for an auto-allow-listed client; this sighting is written (and last_seen
+  // moved to now) when the stored one is due for its refresh.
+  greylist_answer allow_client(const std::string& addr, int passes, sys_time& last_seen, sys_time now);
   void remember(const key_text& k, const greylist_entry& e);
   void remember_client(const std::string& addr, sys_time last_seen, int passes);
   void note_client(const std::string& addr, sys_time at, bool count_pass);

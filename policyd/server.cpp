@@ -482,7 +482,7 @@ asio::awaitable<void> server::impl::serve(Socket sock, std::string peer) {
 }
 
 void server::impl::log_decision(const policy_request& req, const decision& d, std::chrono::microseconds took) {
-  if (static_cast<int>(log_level::info) > static_cast<int>(current_log_level())) return;
+  if (!log_enabled(log_level::info)) return;
   // One line per request: built by appending, not by a twelve-field format string (whose
   // parsing was a tenth of policyd's instructions in callgrind).
   fmt::memory_buffer line;

@@ -194,9 +194,11 @@ class array_literal {
 };
 
 // The clients' rows of greylist_write_batch (and of greylist_transact's pass and refresh),
-// in client order, in tx.
-void write_awl_rows(pqxx::transaction_base& tx, std::vector<awl_write> awl, std::chrono::milliseconds interval) {
+// in client order, in tx on s.
+void write_awl_rows(db_session& s, pqxx::transaction_base& tx, std::vector<awl_write> awl,
+                    std::chrono::milliseconds interval) {
   if (awl.empty()) return;
+  prepare_batches(s);
   std::sort(awl.begin(), awl.end(),
             [](const awl_write& a, const awl_write& b) { return a.client_addr < b.client_addr; });
   array_literal addrs, seen, passes, firsts, lasts;
@@ -212,6 +214,10 @@ void write_awl_rows(pqxx::transaction_base& tx, std::vector<awl_write> awl, std:
 }
 
 }  // namespace
+
+bool awl_allows(const greylist_db_params& p, int passes, sys_time last_seen, sys_time now) {
+  return p.awl_clients > 0 && passes >= static_cast<int>(p.awl_clients) && now - last_seen <= p.awl_max_age;
+}
 
 bool needs_touch(sys_time last_seen, sys_time now, std::chrono::milliseconds max_age) {
   auto every = std::min<std::chrono::milliseconds>(std::chrono::hours{1}, max_age / 10);
@@ -276,7 +282,7 @@ void greylist_write_batch(db_session& s, std::vector<triplet_write> triplets, st
     tx.exec_prepared("gl_write_triplets", nets.str(), senders.str(), rcpts.str(), firsts.str(), lasts.str(),
                      passes.str(), deltas.str());
   }
-  write_awl_rows(tx, std::move(awl), awl_count_interval);
+  write_awl_rows(s, tx, std::move(awl), awl_count_interval);
   tx.commit();
 }
 
@@ -293,11 +299,10 @@ greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_ti
     if (p.awl_clients > 0 && !r[0].is_null()) {
       ans.awl_passes = r[0].as<int>();
       auto last_seen = from_us(r[1].as<long long>());
-      if (ans.awl_passes >= static_cast<int>(p.awl_clients) && now - last_seen <= p.awl_max_age) {
+      if (awl_allows(p, ans.awl_passes, last_seen, now)) {
         ans.auto_allowed = true;
         if (needs_touch(last_seen, now, p.awl_max_age)) {
-          prepare_batches(s);
-          write_awl_rows(ntx, {awl_write{key.client_addr, now}}, p.awl_count_interval);
+          write_awl_rows(s, ntx, {awl_write{key.client_addr, now}}, p.awl_count_interval);
         }
         return ans;
       }
@@ -333,8 +338,7 @@ greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_ti
                      e.passed_at ? std::optional<long long>{to_us(*e.passed_at)} : std::nullopt, e.attempts);
   }
   if (ans.step.outcome == greylist_outcome::passed_now && p.awl_clients > 0) {
-    prepare_batches(s);
-    write_awl_rows(tx, {awl_write{key.client_addr, now, 1, now, now}}, p.awl_count_interval);
+    write_awl_rows(s, tx, {awl_write{key.client_addr, now, 1, now, now}}, p.awl_count_interval);
   }
   tx.commit();
   return ans;

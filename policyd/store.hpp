@@ -48,6 +48,10 @@ greylist_answer greylist_transact(db_session& s, const greylist_key& key, sys_ti
 // auto-allow-listed clients cost a read, not a write.
 bool needs_touch(sys_time last_seen, sys_time now, std::chrono::milliseconds max_age);
 
+// Whether a client with `passes` counted passes, last seen at last_seen, skips greylisting
+// (the auto-allow-list): one rule for the locked path and greylist_engine.
+bool awl_allows(const greylist_db_params& p, int passes, sys_time last_seen, sys_time now);
+
 // What one batched read found for a key: its client's auto-allow-list row and its triplet.
 struct greylist_lookup {
   std::optional<int> awl_passes;  // nullopt: the client has no auto-allow-list row
